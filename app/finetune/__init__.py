@@ -1,0 +1,1 @@
+"""Dataset snapshots, exports and fine-tuning jobs (arrive with [5/7])."""

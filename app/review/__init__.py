@@ -1,0 +1,1 @@
+"""Review queue (arrives with [4/7])."""

@@ -1,0 +1,1 @@
+"""Reviewer UI (arrives with [4/7])."""
