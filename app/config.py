@@ -35,8 +35,18 @@ class LLMConfig(BaseModel):
     n_ctx: int = Field(default=2048, ge=256, description="Context window of the embedded model.")
     n_threads: int | None = Field(default=None, ge=1, description="CPU threads for the embedded model.")
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="Requests in flight at once.")
-    timeout: float = Field(default=120.0, gt=0, description="Seconds per HTTP request.")
+    timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds per HTTP request; a completions request generates its whole list of prompts.",
+    )
     max_retries: int = Field(default=5, ge=0, le=20, description="Retries on connection errors, 429 and 5xx.")
+    max_batch: int = Field(default=256, ge=1, le=4096, description="Most prompts in one completions request.")
+    structured_output: Literal["auto", "json_schema", "json_object"] = Field(
+        default="auto",
+        description="response_format for chat: json_schema (OpenAI, vLLM), json_object + schema (llama.cpp "
+        "server), or auto (json_schema, falling back once the server rejects it).",
+    )
 
 
 class Settings(BaseSettings):

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# One real OpenAI-compatible server (the embedded model over HTTP) per session, shared by every module.
+pytest_plugins = ["tests.support.openai_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SPROUT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
 
