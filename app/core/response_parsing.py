@@ -51,6 +51,7 @@ _KINDS = {
     "输出": "output",
 }
 _ORDER = ("instruction", "input", "output")
+_ORDER_WITHOUT_INPUT = ("instruction", "output")
 # The no-input marker in its spellings: <noinput>, <no input>, noinput, <无输入>, （无输入）, 无输入.
 _NO_INPUT_RE = re.compile(r"[<(（\[【]?[ \t]*(?:no[ _-]?input|无输入)[ \t]*[>)）\]】]?[.。]?", re.IGNORECASE)
 _NUMBER_MARKS = ".．、)"
@@ -147,10 +148,18 @@ def _clean_value(lines: list[str]) -> str:
 
 
 def _item_of(chunk: _Chunk) -> CandidateItem | None:
-    """The chunk's item, or None when its labels are not exactly instruction, input, output in that order."""
-    if "".join(chunk.preamble).strip() or tuple(kind for kind, _ in chunk.fields) != _ORDER:
+    """The chunk's item, or None when its labels are not instruction, input, output in that order.
+
+    A chunk with only instruction and output is read as a task without input: models often leave out the empty
+    "Input:" line, and the task is still whole.
+    """
+    kinds = tuple(kind for kind, _ in chunk.fields)
+    if "".join(chunk.preamble).strip() or kinds not in (_ORDER, _ORDER_WITHOUT_INPUT):
         return None
-    instruction, task_input, output = (_clean_value(lines) for _, lines in chunk.fields)
+    values = [_clean_value(lines) for _, lines in chunk.fields]
+    if kinds == _ORDER_WITHOUT_INPUT:
+        values.insert(1, "")
+    instruction, task_input, output = values
     if not instruction:
         return None
     if _NO_INPUT_RE.fullmatch(task_input):

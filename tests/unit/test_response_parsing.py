@@ -91,6 +91,11 @@ def test_a_chunk_missing_its_output_is_counted_unparsed() -> None:
     assert numbered(text) == ([("Name a vegetable.", "", "Carrot")], 1)
 
 
+def test_a_chunk_without_its_input_label_is_a_task_without_input() -> None:
+    text = " Name a fruit.\n4. Output:\nApple\n###\n5. 指令：说出一种蔬菜。\n5. 输出：胡萝卜"
+    assert numbered(text) == ([("Name a fruit.", "", "Apple"), ("说出一种蔬菜。", "", "胡萝卜")], 0)
+
+
 def test_a_chunk_with_labels_out_of_order_or_repeated_is_unparsed() -> None:
     text = (
         " A.\n4. Output:\nx\n4. Input:\ny\n###\n"
