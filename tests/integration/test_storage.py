@@ -53,7 +53,10 @@ def test_seed_import_round_trips_unicode_and_skips_existing(sessions) -> None:
     assert (again.imported, again.skipped_existing, again.total_seeds) == (0, 2, 2)
     with sessions() as session:
         stored = session.scalars(select(SeedTask).order_by(SeedTask.id)).all()
-        assert [s.instruction for s in stored] == ["翻译成英文：你好", "Classify the sentiment of the review."]
+        assert [s.instruction for s in stored] == [
+            "翻译成英文：你好",
+            "Classify the sentiment of the review.",
+        ]
         assert stored[0].instances == [{"input": "", "output": "Hello"}]
         assert stored[1].is_classification is True and stored[1].name == "sentiment"
 
@@ -94,12 +97,24 @@ def test_a_job_is_claimed_once_and_counts_add_up(sessions) -> None:
         assert renew_lease(session, job_id, "worker-a", timedelta(minutes=1)) is True
     with transaction(sessions) as session:
         for status, reason in [(ItemStatus.pending, None), (ItemStatus.filtered, "empty_output")]:
-            session.add(Item(dataset_id=dataset_id, job_id=job_id, instruction="x", status=status, filter_reason=reason))
+            session.add(
+                Item(
+                    dataset_id=dataset_id, job_id=job_id, instruction="x", status=status, filter_reason=reason
+                )
+            )
     with sessions() as session:
         counts = dataset_counts(session, [dataset_id])[dataset_id]
         job = session.get(GenerationJob, job_id)
         assert job.status == JobStatus.running and job.attempt == 1 and job.worker_id == "worker-a"
-    assert counts == {"seeds": 2, "jobs": 1, "items": 2, "pending": 1, "approved": 0, "rejected": 0, "filtered": 1}
+    assert counts == {
+        "seeds": 2,
+        "jobs": 1,
+        "items": 2,
+        "pending": 1,
+        "approved": 0,
+        "rejected": 0,
+        "filtered": 1,
+    }
 
 
 def test_expired_leases_are_requeued_and_cancel_rules(sessions) -> None:
