@@ -34,7 +34,9 @@ def instruction_hash(instruction: str) -> str:
     return hashlib.sha256(instruction.strip().encode("utf-8")).hexdigest()
 
 
-def create_dataset(session: Session, name: str, description: str = "", settings: dict[str, Any] | None = None) -> Dataset:
+def create_dataset(
+    session: Session, name: str, description: str = "", settings: dict[str, Any] | None = None
+) -> Dataset:
     if session.scalar(select(Dataset.id).where(Dataset.name == name)) is not None:
         raise ConflictError(f"dataset name {name!r} is already taken")
     dataset = Dataset(name=name, description=description, settings=settings or {})
@@ -85,18 +87,24 @@ def dataset_counts(session: Session, dataset_ids: Sequence[int]) -> dict[int, di
         counts[dataset_id]["items"] += n
     for model, key in ((SeedTask, "seeds"), (GenerationJob, "jobs")):
         for dataset_id, n in session.execute(
-            select(model.dataset_id, func.count()).where(model.dataset_id.in_(dataset_ids)).group_by(model.dataset_id)
+            select(model.dataset_id, func.count())
+            .where(model.dataset_id.in_(dataset_ids))
+            .group_by(model.dataset_id)
         ):
             counts[dataset_id][key] = n
     return counts
 
 
-def import_seeds(session: Session, dataset: Dataset, tasks: Sequence[SeedTaskIn], source: str) -> ImportResult:
+def import_seeds(
+    session: Session, dataset: Dataset, tasks: Sequence[SeedTaskIn], source: str
+) -> ImportResult:
     """Add seed tasks; ones whose instruction the dataset already has are skipped, so re-importing is harmless.
 
     The caller's transaction makes the import all-or-nothing.
     """
-    existing = set(session.scalars(select(SeedTask.instruction_hash).where(SeedTask.dataset_id == dataset.id)))
+    existing = set(
+        session.scalars(select(SeedTask.instruction_hash).where(SeedTask.dataset_id == dataset.id))
+    )
     imported = 0
     for task in tasks:
         digest = instruction_hash(task.instruction)
@@ -117,13 +125,22 @@ def import_seeds(session: Session, dataset: Dataset, tasks: Sequence[SeedTaskIn]
         )
         imported += 1
     session.flush()
-    total = session.scalar(select(func.count()).select_from(SeedTask).where(SeedTask.dataset_id == dataset.id))
+    total = session.scalar(
+        select(func.count()).select_from(SeedTask).where(SeedTask.dataset_id == dataset.id)
+    )
     return ImportResult(imported=imported, skipped_existing=len(tasks) - imported, total_seeds=total or 0)
 
 
 def list_seeds(session: Session, dataset_id: int, *, limit: int, offset: int) -> tuple[list[SeedTask], int]:
-    total = session.scalar(select(func.count()).select_from(SeedTask).where(SeedTask.dataset_id == dataset_id)) or 0
+    total = (
+        session.scalar(select(func.count()).select_from(SeedTask).where(SeedTask.dataset_id == dataset_id))
+        or 0
+    )
     rows = session.scalars(
-        select(SeedTask).where(SeedTask.dataset_id == dataset_id).order_by(SeedTask.id).limit(limit).offset(offset)
+        select(SeedTask)
+        .where(SeedTask.dataset_id == dataset_id)
+        .order_by(SeedTask.id)
+        .limit(limit)
+        .offset(offset)
     )
     return list(rows), total
