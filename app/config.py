@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     llm: LLMConfig = LLMConfig()
 
     # Generation defaults (a job may override them).
-    temperature: float = 1.0
+    temperature: float = 0.7  # Self-Instruct's value; 1.0 (Alpaca's) makes small models ramble
     top_p: float = 1.0
     max_tokens: int = 1024
     num_examples: int = 3

@@ -1,0 +1,26 @@
+# Sprout with the embedded CPU model and SQLite by default. For production, point it at a vLLM server:
+#   docker run -p 8000:8000 -e SPROUT_LLM__BACKEND=openai_compat -e SPROUT_LLM__BASE_URL=http://vllm:8000/v1 \
+#     -e SPROUT_LLM__MODEL=my-model -e SPROUT_DATABASE_URL=postgresql://... sprout
+FROM python:3.11-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+# Compiles llama.cpp (several minutes); the wheels are reused by the runtime stage.
+RUN pip wheel --wheel-dir /wheels '.[local]'
+
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* && useradd --create-home sprout
+WORKDIR /app
+COPY --from=build /wheels /wheels
+COPY . .
+RUN pip install --no-cache-dir --find-links /wheels -e '.[local]' && rm -rf /wheels \
+    && mkdir -p /app/data && chown -R sprout /app/data
+USER sprout
+ENV SPROUT_DATABASE_URL=sqlite:////app/data/sprout.db
+EXPOSE 8000
+VOLUME ["/app/data"]
+HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+CMD ["sprout", "serve", "--host", "0.0.0.0", "--port", "8000", "--bootstrap"]
