@@ -83,7 +83,7 @@ def resolve_params(params: GenerationParams, settings: Settings) -> ResolvedPara
         count=params.count,
         num_examples=params.num_examples or settings.num_examples,
         tasks_per_prompt=params.tasks_per_prompt,
-        prompts_per_request=params.prompts_per_request or settings.prompts_per_request,
+        prompts_per_request=params.prompts_per_request or _default_prompts_per_request(llm, settings),
         max_prompts=params.prompt_budget(),
         language=params.language,
         temperature=settings.temperature if params.temperature is None else params.temperature,
@@ -95,3 +95,8 @@ def resolve_params(params: GenerationParams, settings: Settings) -> ResolvedPara
         fuzzy_cutoff=params.fuzzy_cutoff if params.fuzzy_cutoff is not None else settings.fuzzy_cutoff,
         llm=llm,
     )
+
+
+def _default_prompts_per_request(llm: LLMConfig, settings: Settings) -> int:
+    # The embedded model answers one prompt at a time: batching would only delay the first stored items.
+    return 1 if llm.backend == "llamacpp" else settings.prompts_per_request
