@@ -77,8 +77,11 @@ def test_event_loop_keeps_ticking_while_the_model_generates(backend: LlamaCppBac
 
 def test_cancelled_generation_frees_the_model(backend: LlamaCppBackend) -> None:
     async def go() -> float:
-        task = asyncio.create_task(backend.complete(["Tell a long story:"], SamplingParams(max_tokens=1500)))
+        # Counting keeps even a small model going (a story may end at EOS before the cancel arrives).
+        prompt = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4, 5,"
+        task = asyncio.create_task(backend.complete([prompt], SamplingParams(max_tokens=1500, temperature=0.0)))
         await asyncio.sleep(0.3)
+        assert not task.done(), "the generation ended before it could be cancelled"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
