@@ -252,8 +252,16 @@ def serve(
     console.print(f"  datasets:  {base}/v1/datasets")
     console.print(f"  items:     {base}/v1/datasets/1/items?status=pending")
     console.print(f"  health:    {base}/healthz")
-    console.print(f"  from a shell: sprout generate --dataset {settings.default_dataset} --count 10")
+    console.print(
+        f"  from a shell: {_sprout_command()} generate --dataset {settings.default_dataset} --count 10"
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _sprout_command() -> str:
+    """How this shell reached `sprout` (e.g. .venv/bin/sprout), so the printed hint can be pasted as is."""
+    invoked = Path(sys.argv[0])
+    return str(invoked) if invoked.name == "sprout" and invoked.parent != Path(".") else "sprout"
 
 
 def _bootstrap(sessions, settings: Settings) -> int:  # noqa: ANN001
