@@ -12,6 +12,7 @@ import pytest
 from app.config import LLMConfig
 from app.llm import ChatMessage, LLMUnavailableError, SamplingParams, create_backend
 from app.llm.llamacpp import LlamaCppBackend
+from tests.support.event_loop import watch_loop
 from tests.support.llm_schemas import assert_follows_tasks_schema, tasks_schema
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -49,37 +50,20 @@ def test_chat_with_json_schema_returns_json_following_it(backend: LlamaCppBacken
 
 
 def test_event_loop_keeps_ticking_while_the_model_generates(backend: LlamaCppBackend) -> None:
-    async def go() -> tuple[float, int, float]:
-        gaps: list[float] = []
-        done = asyncio.Event()
-
-        async def heartbeat() -> None:
-            last = time.perf_counter()
-            while not done.is_set():
-                await asyncio.sleep(0.005)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
-
-        ticker = asyncio.create_task(heartbeat())
-        started = time.perf_counter()
-        await backend.complete(["Once upon a time"], SamplingParams(max_tokens=48, temperature=0.8))
-        elapsed = time.perf_counter() - started
-        done.set()
-        await ticker
-        return max(gaps), len(gaps), elapsed
-
-    max_gap, ticks, elapsed = asyncio.run(go())
-    assert elapsed > 0.2  # the model really worked for a while ...
-    assert ticks > 10  # ... and the loop ran all along
-    assert max_gap < 0.1, f"event loop blocked for {max_gap * 1000:.0f} ms"
+    work = backend.complete(["Once upon a time"], SamplingParams(max_tokens=48, temperature=0.8))
+    watch = asyncio.run(watch_loop(work, tick=0.005))
+    assert watch.seconds > 0.2  # the model really worked for a while ...
+    assert len(watch.gaps) > 10  # ... and the loop ran all along
+    assert watch.max_gap < 0.1, f"event loop blocked for {watch.max_gap * 1000:.0f} ms"
 
 
 def test_cancelled_generation_frees_the_model(backend: LlamaCppBackend) -> None:
     async def go() -> float:
         # Counting keeps even a small model going (a story may end at EOS before the cancel arrives).
         prompt = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4, 5,"
-        task = asyncio.create_task(backend.complete([prompt], SamplingParams(max_tokens=1500, temperature=0.0)))
+        task = asyncio.create_task(
+            backend.complete([prompt], SamplingParams(max_tokens=1500, temperature=0.0))
+        )
         await asyncio.sleep(0.3)
         assert not task.done(), "the generation ended before it could be cancelled"
         task.cancel()
