@@ -25,7 +25,11 @@ def test_a_job_overrides_the_model_but_keeps_the_api_key_of_the_settings() -> No
     params = GenerationParams(count=1, temperature=0.0, llm={"model": "b", "base_url": "http://gpu:8000/v1/"})
     resolved = resolve_params(params, base)
     assert resolved.temperature == 0.0  # an explicit zero is not "unset"
-    assert (resolved.llm.model, resolved.llm.base_url, resolved.llm.api_key) == ("b", "http://gpu:8000/v1", "secret")
+    assert (resolved.llm.model, resolved.llm.base_url, resolved.llm.api_key) == (
+        "b",
+        "http://gpu:8000/v1",
+        "secret",
+    )
     assert resolved.prompts_per_request == 4
     with pytest.raises(ValidationError, match="api_key"):
         GenerationParams(count=1, llm={"api_key": "stolen"})
