@@ -134,14 +134,13 @@ class GenerationRunner:
             completions, results = await self._generate(backend, ctx, rng, n_prompts)
             candidates = [item for result in results for item in result.items]
             reasons = [check_candidate(item, filters) for item in candidates]
-            survivors = [(("new", new_keys + i), c.instruction) for i, c in enumerate(candidates)]
-            survivors = [kt for kt, reason in zip(survivors, reasons, strict=True) if reason is None]
-            new_keys += len(candidates)
-            checks: dict[Hashable, DuplicateCheck] = {}
-            if survivors:
-                for (key, _), check in zip(survivors, await screen_candidates(index, survivors), strict=True):
-                    checks[key] = check
-            first_key = new_keys - len(candidates)
+            first_key, new_keys = new_keys, new_keys + len(candidates)
+            keyed = [
+                (("new", first_key + i), c.instruction)
+                for i, (c, reason) in enumerate(zip(candidates, reasons, strict=True))
+                if reason is None
+            ]
+            checks = dict(zip((k for k, _ in keyed), await screen_candidates(index, keyed), strict=True))
             screened = [
                 Screened(c, reason, checks.get(("new", first_key + i)))
                 for i, (c, reason) in enumerate(zip(candidates, reasons, strict=True))
