@@ -43,7 +43,7 @@ async def upload_seeds(
     format: Annotated[Literal["auto", "self_instruct", "alpaca", "csv"], Form()] = "auto",
 ) -> SeedImportOut:
     """Import seed tasks from a file. A malformed file imports nothing; the error names the line and field."""
-    get_dataset(session, dataset_id)
+    dataset = get_dataset(session, dataset_id)
     data = await file.read(MAX_SEED_FILE_BYTES + 1)
     if len(data) > MAX_SEED_FILE_BYTES:
         raise HTTPException(
@@ -56,7 +56,7 @@ async def upload_seeds(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             {"message": str(exc), "line": exc.line, "field": exc.field, "file": file.filename},
         ) from exc
-    result = import_seeds(session, get_dataset(session, dataset_id), tasks, source=file.filename or "upload")
+    result = import_seeds(session, dataset, tasks, source=file.filename or "upload")
     return SeedImportOut(
         dataset_id=dataset_id,
         format=format,

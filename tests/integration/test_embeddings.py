@@ -48,13 +48,9 @@ def _cosine(embedder: SentenceEmbedder, a: str, b: str) -> float:
     return float(rows[0] @ rows[1])
 
 
-def test_importing_the_module_does_not_import_torch() -> None:
-    """The semantic extra is optional: a plain import must not pay for (or need) torch."""
-    code = (
-        "import sys, app.embeddings as e; e.SentenceEmbedder(); e.model_info(); "
-        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
-    )
-    result = subprocess.run(
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run code in a fresh interpreter, so module imports (and blocked ones) start from nothing."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -63,6 +59,15 @@ def test_importing_the_module_does_not_import_torch() -> None:
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         check=True,
     )
+
+
+def test_importing_the_module_does_not_import_torch() -> None:
+    """The semantic extra is optional: a plain import must not pay for (or need) torch."""
+    code = (
+        "import sys, app.embeddings as e; e.SentenceEmbedder(); e.model_info(); "
+        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
+    )
+    result = _run_python(code)
     assert result.stdout.split() == ["False", "False"]
 
 
@@ -204,14 +209,6 @@ def test_missing_torch_raises_the_install_hint() -> None:
         "except RuntimeError as exc:\n"
         "    print(type(exc).__name__, exc)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        check=True,
-    )
+    result = _run_python(code)
     assert result.stdout.startswith("EmbeddingsUnavailableError torch is not installed"), result.stdout
     assert "pip install 'sprout[semantic]'" in result.stdout
