@@ -7,6 +7,7 @@ the job's counters. The 135M model is weak, so the assertions are about bookkeep
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ from tests.support.service import (
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 DEFAULT_SEEDS = PROJECT_ROOT / "seeds" / "default.jsonl"
-SMALL_JOB = {"count": 2, "max_prompts": 2, "prompts_per_request": 2, "tasks_per_prompt": 4, "max_tokens": 600}
+SMALL_JOB = {"count": 2, "max_prompts": 3, "prompts_per_request": 2, "tasks_per_prompt": 4, "max_tokens": 600}
 
 
 def _run_job(client, body: dict) -> tuple[dict, list[dict]]:
@@ -107,8 +108,11 @@ def test_cli_generate_with_the_embedded_model(tmp_path) -> None:
             "1",
             "--max-prompts",
             "2",
+            # Two tasks in 700 tokens: room for the JSON reply to close, so its tasks parse.
+            "--tasks-per-prompt",
+            "2",
             "--max-tokens",
-            "500",
+            "700",
         ],
         env=env,
         capture_output=True,
@@ -124,4 +128,6 @@ def test_cli_generate_with_the_embedded_model(tmp_path) -> None:
         text=True,
     )
     assert listed.returncode == 0, listed.stderr
-    assert len(listed.stdout.splitlines()) >= 1
+    parsed = int(re.search(r"parsed\s*│\s*(\d+)", generated.stdout).group(1))  # from the summary table
+    # A truncated reply can leave no whole task, so only the agreement between table and listing is certain.
+    assert len(listed.stdout.splitlines()) == parsed
