@@ -1,12 +1,16 @@
-"""Alembic environment: the URL comes from the caller (run_migrations) or SPROUT_DATABASE_URL."""
+"""Alembic environment: the URL comes from the caller (run_migrations) or SPROUT_DATABASE_URL.
+
+Every room's tables are imported here, so autogenerate and the schema check in the tests see all of them.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 
-from app.config import get_settings
-from app.db import create_db_engine, normalize_database_url
-from app.models import Base
+import app.datasets.models  # noqa: F401
+import app.generation.models  # noqa: F401
+from app.core.config import get_settings
+from app.core.db import Base, create_db_engine, normalize_database_url
 
 config = context.config
 target_metadata = Base.metadata
@@ -24,11 +28,22 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     engine = create_db_engine(_url())
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
+        if sqlite:
+            # Batch mode rebuilds a table by copy, drop and rename. With foreign keys enforced, the drop would
+            # act as a DELETE and cascade into the rows that reference it; the pragma only works outside a
+            # transaction, so it goes to the driver's connection before SQLAlchemy begins one.
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         # Batch mode lets later migrations ALTER tables on SQLite too.
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            connection.commit()
+            if broken:
+                raise RuntimeError(f"migration left rows with dangling foreign keys: {broken[:5]}")
     engine.dispose()
 
 

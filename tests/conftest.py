@@ -35,3 +35,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path):
 
     with fresh_postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+def sessions(database_url: str):
+    """A session factory on a freshly migrated database of each kind."""
+    from app.core.db import create_db_engine, make_session_factory, run_migrations
+
+    run_migrations(database_url)
+    engine = create_db_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()

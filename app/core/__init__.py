@@ -1,1 +1,1 @@
-"""Pure logic: no I/O, no framework imports, nothing else from the project."""
+"""Shared plumbing only: settings, database, errors and text hygiene. No capability lives here."""

@@ -1,1 +1,1 @@
-"""Dataset snapshots, exports and fine-tuning jobs (arrive with [5/7])."""
+"""Dataset snapshots, exports and fine-tuning jobs (arrive with [5/8])."""

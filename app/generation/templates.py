@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from app.core.items import TaskExample
-from app.core.prompting import (
+from app.generation.candidates import TaskExample
+from app.generation.prompting import (
     CHAT_SLOTS,
     CHAT_SYSTEM_REQUIRED_SLOTS,
     CHAT_USER_REQUIRED_SLOTS,

@@ -1,1 +1,1 @@
-"""Durable jobs and cron schedules (arrive with [6/7]); the in-process worker lives here."""
+"""Durable jobs: the queue in the database (claim, lease, fencing, requeue, cancel) and the worker that runs them."""

@@ -1,7 +1,7 @@
 """The in-process worker: claims queued generation jobs from the database and runs them.
 
-The database is the queue, so a job queued by the API, the CLI or another process is picked up the same way, and
-a job whose worker died is put back by its expired lease. [6/7] grows this into many workers with cron schedules.
+The database is the queue, so a job queued by the API, the CLI or another process is picked up the same way,
+and a job whose worker died is put back by its expired lease. [6/8] adds worker processes and schedules.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import uuid
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db import transaction
-from app.generation.backends import BackendPool
-from app.generation.jobs import claim_next_job, requeue_expired_jobs
-from app.generation.pipeline import LEASE, GenerationRunner
+from app.core.config import Settings
+from app.core.db import transaction
+from app.generation.models import GenerationJob
+from app.generation.pipeline.runner import GenerationRunner
+from app.jobs.queue import Claim, claim_next, requeue_expired
+from app.llm.registry import BackendRegistry
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,11 @@ def new_worker_id() -> str:
 
 class Worker:
     def __init__(
-        self, session_factory: sessionmaker[Session], settings: Settings, backends: BackendPool
+        self, sessions: sessionmaker[Session], settings: Settings, registry: BackendRegistry
     ) -> None:
-        self._sessions = session_factory
+        self._sessions = sessions
         self._settings = settings
-        self._runner = GenerationRunner(session_factory, settings, backends)
+        self._runner = GenerationRunner(sessions, settings, registry)
         self.worker_id = new_worker_id()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -47,6 +48,7 @@ class Worker:
         self._wake.set()
 
     async def stop(self) -> None:
+        """Stop claiming; running jobs go back to the queue at once (their runners release them)."""
         for task in [self._loop_task, *self._tasks]:
             if task is not None:
                 task.cancel()
@@ -69,24 +71,24 @@ class Worker:
     async def _fill_slots(self) -> None:
         await asyncio.to_thread(self._requeue_expired)
         while len(self._tasks) < self._settings.worker_concurrency:
-            job_id = await asyncio.to_thread(self._claim)
-            if job_id is None:
+            claim = await asyncio.to_thread(self._claim)
+            if claim is None:
                 return
-            task = asyncio.create_task(self._run(job_id), name=f"generation-job-{job_id}")
+            task = asyncio.create_task(self._run(claim), name=f"generation-job-{claim.job_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, job_id: int) -> None:
-        status = await self._runner.run(job_id, worker_id=self.worker_id)
-        log.info("generation job %s finished: %s", job_id, status.value)
+    async def _run(self, claim: Claim) -> None:
+        status = await self._runner.run(claim)
+        log.info("generation job %s finished: %s", claim.job_id, status.value if status else "handed over")
         self._wake.set()
 
-    def _claim(self) -> int | None:
+    def _claim(self) -> Claim | None:
         with transaction(self._sessions) as session:
-            return claim_next_job(session, self.worker_id, LEASE)
+            return claim_next(session, GenerationJob, self.worker_id, self._settings.job_lease_seconds)
 
     def _requeue_expired(self) -> None:
         with transaction(self._sessions) as session:
-            n = requeue_expired_jobs(session)
-        if n:
-            log.warning("requeued %d generation job(s) whose worker stopped", n)
+            released = requeue_expired(session, GenerationJob, self._settings.job_max_attempts)
+        if any(released.values()):
+            log.warning("released generation jobs whose worker stopped: %s", released)

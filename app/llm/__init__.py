@@ -1,25 +1,30 @@
-"""LLM backends behind one small async protocol (see base.py); create_backend picks one from an LLMConfig."""
+"""LLM backends behind one small async protocol (base.py), reached only by configured name (registry.py)."""
 
 from app.llm.base import (
     BackendInfo,
     ChatMessage,
-    Completion,
+    Choice,
     LLMBackend,
     LLMError,
+    LLMFatalError,
     LLMRequestError,
     LLMUnavailableError,
+    Reply,
     SamplingParams,
 )
-from app.llm.factory import create_backend
+from app.llm.registry import BackendRegistry, UnknownBackendError
 
 __all__ = [
     "BackendInfo",
+    "BackendRegistry",
     "ChatMessage",
-    "Completion",
+    "Choice",
     "LLMBackend",
     "LLMError",
+    "LLMFatalError",
     "LLMRequestError",
     "LLMUnavailableError",
+    "Reply",
     "SamplingParams",
-    "create_backend",
+    "UnknownBackendError",
 ]

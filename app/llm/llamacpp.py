@@ -21,14 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from app.config import LLMConfig
+from app.core.config import BackendSettings
 from app.llm.base import (
     BackendInfo,
     ChatMessage,
-    Completion,
+    Choice,
     LLMError,
+    LLMFatalError,
     LLMRequestError,
     LLMUnavailableError,
+    Reply,
     SamplingParams,
 )
 
@@ -46,7 +48,7 @@ def default_model_path() -> Path:
     try:
         dist = importlib.metadata.distribution(DEFAULT_MODEL_DIST)
     except importlib.metadata.PackageNotFoundError as exc:
-        raise LLMUnavailableError(
+        raise LLMFatalError(
             f"the default model package {DEFAULT_MODEL_DIST} is missing; {INSTALL_HINT}"
         ) from exc
     return Path(str(dist.locate_file(DEFAULT_MODEL_FILE)))
@@ -55,15 +57,19 @@ def default_model_path() -> Path:
 class LlamaCppBackend:
     """LLMBackend running a local GGUF model in-process. The model loads on first use, once."""
 
-    def __init__(self, config: LLMConfig) -> None:
-        self.config = config
-        self._n_threads = config.n_threads or os.cpu_count() or 1
+    def __init__(self, name: str, settings: BackendSettings) -> None:
+        self.settings = settings
+        self._n_threads = settings.n_threads or os.cpu_count() or 1
         self.info = BackendInfo(
-            backend="llamacpp",
-            model=config.model,
+            name=name,
+            kind="llamacpp",
+            model=settings.model,
+            mode=settings.mode,
+            max_in_flight=settings.in_flight,
+            max_batch=settings.max_batch,
             details={
-                "model_path": config.model_path or f"{DEFAULT_MODEL_DIST}:{DEFAULT_MODEL_FILE}",
-                "n_ctx": config.n_ctx,
+                "model_path": settings.model_path or f"{DEFAULT_MODEL_DIST}:{DEFAULT_MODEL_FILE}",
+                "n_ctx": settings.n_ctx,
                 "n_threads": self._n_threads,
             },
         )
@@ -77,38 +83,37 @@ class LlamaCppBackend:
 
     # -- the LLMBackend protocol -----------------------------------------------------------------------------
 
-    async def complete(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        """One prompt after another (the model runs one generation at a time anyway)."""
-        results = []
-        for prompt in prompts:
-            response = await self._generate(
-                lambda llama, prompt=prompt: llama.create_completion(
-                    prompt=prompt, **_sampling_kwargs(params)
+    async def complete(self, prompts: Sequence[str], params: SamplingParams) -> Reply:
+        """One prompt, and one choice, after another (the model runs one generation at a time anyway)."""
+        replies = []
+        for index, prompt in enumerate(prompts):
+            for _ in range(params.n):
+                response = await self._generate(
+                    lambda llama, prompt=prompt: llama.create_completion(
+                        prompt=prompt, **_sampling_kwargs(params)
+                    )
                 )
-            )
-            results.append(_to_completion(response, lambda choice: choice.get("text")))
-        return results
+                replies.append((index, response, response["choices"][0].get("text")))
+        return _to_reply(replies)
 
     async def chat(
         self,
-        conversations: Sequence[Sequence[ChatMessage]],
+        messages: Sequence[ChatMessage],
         params: SamplingParams,
         json_schema: dict[str, Any] | None = None,
-    ) -> list[Completion]:
-        """Chat through the model's own template; a schema becomes a llama.cpp grammar, the JSON is valid."""
+    ) -> Reply:
+        """Chat through the model's own template; a schema becomes a llama.cpp grammar, so the JSON is valid."""
         response_format = {"type": "json_object", "schema": json_schema} if json_schema is not None else None
-        results = []
-        for conversation in conversations:
-            messages = [{"role": m.role, "content": m.content} for m in conversation]
+        body = [{"role": m.role, "content": m.content} for m in messages]
+        replies = []
+        for _ in range(params.n):
             response = await self._generate(
-                lambda llama, messages=messages: llama.create_chat_completion(
-                    messages=messages, response_format=response_format, **_sampling_kwargs(params)
+                lambda llama: llama.create_chat_completion(
+                    messages=body, response_format=response_format, **_sampling_kwargs(params)
                 )
             )
-            results.append(
-                _to_completion(response, lambda choice: (choice.get("message") or {}).get("content"))
-            )
-        return results
+            replies.append((0, response, (response["choices"][0].get("message") or {}).get("content")))
+        return _to_reply(replies)
 
     async def aclose(self) -> None:
         """Abort any running generation, then free the model's memory. Safe to call twice."""
@@ -122,13 +127,13 @@ class LlamaCppBackend:
 
     async def health(self) -> dict[str, Any]:
         """Whether the model could run, without loading it: the package is installed and the file is there."""
-        result: dict[str, Any] = {"ok": False, "backend": "llamacpp", "model": self.config.model}
+        result: dict[str, Any] = {"ok": False, "kind": "llamacpp", "model": self.settings.model}
         if importlib.util.find_spec("llama_cpp") is None:
             result["error"] = f"llama-cpp-python is not installed; {INSTALL_HINT}"
             return result
         try:
             path = self._model_path()
-        except LLMUnavailableError as exc:
+        except LLMError as exc:
             result["error"] = str(exc)
             return result
         result["model_path"] = str(path)
@@ -168,7 +173,7 @@ class LlamaCppBackend:
             except ValueError as exc:
                 if "exceed context window" in str(exc):
                     raise LLMRequestError(
-                        f"prompt too long for the embedded model (n_ctx={self.config.n_ctx}): {exc}"
+                        f"prompt too long for the embedded model (n_ctx={self.settings.n_ctx}): {exc}"
                     ) from exc
                 raise LLMError(f"embedded model failed: {exc}") from exc
             except Exception as exc:
@@ -183,17 +188,17 @@ class LlamaCppBackend:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise LLMUnavailableError(f"llama-cpp-python is not installed ({exc}); {INSTALL_HINT}") from exc
+            raise LLMFatalError(f"llama-cpp-python is not installed ({exc}); {INSTALL_HINT}") from exc
         path = self._model_path()
         try:
             self._llama = Llama(
                 model_path=str(path),
-                n_ctx=self.config.n_ctx,
+                n_ctx=self.settings.n_ctx,
                 n_threads=self._n_threads,
                 verbose=False,
             )
         except Exception as exc:
-            raise LLMUnavailableError(f"could not load the embedded model from {path}: {exc}") from exc
+            raise LLMFatalError(f"could not load the embedded model from {path}: {exc}") from exc
         self._guard_eval(self._llama)
         return self._llama
 
@@ -209,10 +214,14 @@ class LlamaCppBackend:
         llama.eval = guarded_eval
 
     def _model_path(self) -> Path:
-        path = Path(self.config.model_path).expanduser() if self.config.model_path else default_model_path()
+        path = (
+            Path(self.settings.model_path).expanduser() if self.settings.model_path else default_model_path()
+        )
         if not path.is_file():
-            hint = "check SPROUT_LLM__MODEL_PATH" if self.config.model_path else INSTALL_HINT
-            raise LLMUnavailableError(f"model file not found: {path}; {hint}")
+            hint = (
+                "check the model_path setting of this backend" if self.settings.model_path else INSTALL_HINT
+            )
+            raise LLMFatalError(f"model file not found: {path}; {hint}")
         return path
 
     def _unload(self) -> None:
@@ -236,13 +245,18 @@ def _sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
     }
 
 
-def _to_completion(response: dict[str, Any], text_of: Callable[[dict[str, Any]], Any]) -> Completion:
-    choice = response["choices"][0]
-    text = text_of(choice)
-    usage = response.get("usage") or {}
-    return Completion(
-        text=text if isinstance(text, str) else "",
-        finish_reason=choice.get("finish_reason"),
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-    )
+def _to_reply(replies: list[tuple[int, dict[str, Any], Any]]) -> Reply:
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for prompt_index, response, text in replies:
+        usage = response.get("usage") or {}
+        prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        completion_tokens += int(usage.get("completion_tokens") or 0)
+        finish_reason = response["choices"][0].get("finish_reason")
+        choices.append(
+            Choice(
+                text=text if isinstance(text, str) else None,
+                finish_reason=finish_reason,
+                prompt_index=prompt_index,
+            )
+        )
+    return Reply(choices=choices, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

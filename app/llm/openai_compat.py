@@ -1,16 +1,18 @@
-"""Any OpenAI-compatible HTTP server, first of all vLLM's.
+"""Any OpenAI-compatible HTTP server, first of all vLLM's, through the official `openai` SDK.
 
-Throughput comes from the server, so this client's job is to keep it busy without drowning it: completions
-send the whole prompt list in one request (vLLM batches it), chat conversations run concurrently, and a
-semaphore caps the requests in flight. Failures are sorted once, here: connection errors, timeouts, 429 and
-5xx are retried with jittered exponential backoff (a restarting or overloaded server recovers); any other
-4xx is the request's fault and is raised at once, with the server's own message.
-
-Structured output: the OpenAI / vLLM form `{"type": "json_schema", "json_schema": {...}}` is sent first.
-Servers that only know llama-cpp-python's `{"type": "json_object", "schema": ...}` reject it with an error
-naming response_format (llama-cpp-python's own server answers HTTP 500 with a request-validation report, which
-is therefore treated as a rejection, not retried). With `structured_output="auto"` (the default) the backend
-then switches to that form for the rest of its life, so neither kind of server needs a setting.
+The SDK does the HTTP; Sprout keeps what is its own:
+- Retries are tenacity's, with jittered exponential backoff stretched to a Retry-After, on connection errors,
+  timeouts, 408, 409, 429 and 5xx; the SDK's own retries are off so that there is one policy, in one place.
+  401/403 (credentials) and 404 (an unknown model or a wrong base URL) are fatal: no request can succeed.
+  Any other 4xx is this request's fault and is raised at once with the server's own message.
+- A `SequenceLimiter` caps the sequences (prompts x n) in flight over every job using the backend.
+- Structured output: the OpenAI / vLLM form `{"type": "json_schema", ...}` is sent first. Servers that only
+  know llama-cpp-python's `{"type": "json_object", "schema": ...}` reject it (llama-cpp-python's own server
+  with HTTP 500 and a request-validation report, which is therefore a rejection, not a retry). In `auto`
+  mode the backend then uses json_object for the rest of its life; requests that were already in flight
+  with json_schema when the first rejection came are simply re-sent with json_object.
+- A list of prompts goes in one /v1/completions request (vLLM batches it); choices come back in any order and
+  are put back in prompt order by their index.
 """
 
 from __future__ import annotations
@@ -20,50 +22,42 @@ import email.utils
 import logging
 import re
 import time
-from collections.abc import Coroutine, Sequence
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
-import httpx
+import openai
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_random_exponential,
 )
 
-from app.config import LLMConfig
+from app.core.config import BackendSettings
 from app.llm.base import (
     BackendInfo,
     ChatMessage,
-    Completion,
+    Choice,
     LLMError,
+    LLMFatalError,
     LLMRequestError,
     LLMUnavailableError,
+    Reply,
     SamplingParams,
 )
+from app.llm.limits import SequenceLimiter
 
 log = logging.getLogger(__name__)
 
-StructuredOutput = Literal["auto", "json_schema", "json_object"]
 T = TypeVar("T")
-
 _MAX_ERROR_CHARS = 500
-
-
-class _RetryableError(Exception):
-    """One failed attempt that another attempt may fix; `cause` ends up in the final error message."""
-
-    def __init__(self, cause: str, retry_after: float | None = None) -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.retry_after = retry_after
+_TRANSIENT_STATUSES = frozenset({408, 409, 429})
 
 
 class ServerRejectedError(LLMRequestError):
-    """The server refused the request (a 4xx, or a 5xx that is a request-validation report). Keeps the status
-    and the server's own message so callers (and the json_object fallback) can tell cases apart."""
+    """The server refused the request. Keeps the status and the server's own words, so callers (and the
+    json_object fallback) can tell cases apart."""
 
     def __init__(self, message: str, *, status_code: int, server_message: str) -> None:
         super().__init__(message)
@@ -72,281 +66,212 @@ class ServerRejectedError(LLMRequestError):
 
 
 class OpenAICompatBackend:
-    """LLMBackend over an OpenAI-compatible HTTP API (vLLM, llama.cpp servers, hosted APIs).
-
-    Use it inside one event loop (its client and semaphore belong to the loop that first uses them); close it
-    with `aclose()` or `async with`.
-    """
+    """LLMBackend over an OpenAI-compatible API. Use it inside one event loop; close it with `aclose()`."""
 
     def __init__(
         self,
-        config: LLMConfig,
+        name: str,
+        settings: BackendSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http_client: Any = None,
         backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
-        retry_after_max: float = 60.0,
-        max_batch: int = 256,
-        structured_output: StructuredOutput = "auto",
     ) -> None:
-        """`transport` is for tests (httpx.MockTransport); the backoff knobs let tests retry in milliseconds.
-
-        max_batch: prompts per /completions request; longer lists are split and the parts sent concurrently.
-        """
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        self.config = config
-        self.base_url = config.base_url.rstrip("/")
+        """`http_client` (an SDK-compatible async HTTP client) is for tests and benchmarks: a mock transport, a
+        request recorder. `backoff_initial` lets tests retry in milliseconds."""
+        assert settings.base_url is not None  # checked by BackendSettings
+        self.settings = settings
+        self.base_url = settings.base_url
         self.info = BackendInfo(
-            backend="openai_compat",
-            model=config.model,
-            details={
-                "base_url": self.base_url,
-                "mode": config.mode,
-                "max_concurrency": config.max_concurrency,
-                "max_batch": max_batch,
-            },
+            name=name,
+            kind="openai",
+            model=settings.model,
+            mode=settings.mode,
+            max_in_flight=settings.in_flight,
+            max_batch=settings.max_batch,
+            details={"base_url": self.base_url},
         )
-        self._timeout = config.timeout
-        self._attempts = config.max_retries + 1
-        self._backoff = wait_random_exponential(multiplier=backoff_initial, max=backoff_max)
-        self._retry_after_max = retry_after_max
-        self._max_batch = max_batch
-        self._structured: StructuredOutput = structured_output
-        self._semaphore = asyncio.Semaphore(config.max_concurrency)
-        headers = {"Accept": "application/json", "User-Agent": "sprout-llm/0.1"}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout),
-            limits=httpx.Limits(
-                max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency
+        self._attempts = settings.max_retries + 1
+        self._backoff = wait_random_exponential(multiplier=backoff_initial, max=settings.backoff_max)
+        self._limiter = SequenceLimiter(settings.in_flight)
+        self._configured_format = settings.structured_output
+        self._format = "json_object" if settings.structured_output == "json_object" else "json_schema"
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+        # Nothing is taken from the process environment (OPENAI_API_KEY, OPENAI_ORG_ID, ...): this server gets
+        # the key configured for it, or no Authorization header at all.
+        headers: dict[str, Any] = {"OpenAI-Organization": openai.omit, "OpenAI-Project": openai.omit}
+        # Without a key, the SDK wants to be told per request that no Authorization header is intended.
+        self._extra_headers: dict[str, Any] = {} if key else {"Authorization": openai.omit}
+        self._client = openai.AsyncOpenAI(
+            api_key=key,
+            admin_api_key="",
+            base_url=self.base_url,
+            timeout=settings.timeout,
+            max_retries=0,
+            default_headers=headers,
+            http_client=http_client
+            or openai.DefaultAsyncHttpxClient(
+                limits=_limits(settings.in_flight), timeout=settings.timeout, trust_env=False
             ),
         )
 
     # -- the LLMBackend protocol -----------------------------------------------------------------------------
 
-    async def complete(self, prompts: Sequence[str], params: SamplingParams) -> list[Completion]:
-        """All prompts in one /completions request (split only beyond max_batch); results in prompt order.
-
-        The server reports token usage per request, not per prompt: a single-prompt request gets exact counts,
-        a batch gets the totals shared out by text length (sums stay exact, single items are estimates).
-        """
+    async def complete(self, prompts: Sequence[str], params: SamplingParams) -> Reply:
         prompts = list(prompts)
         if not prompts:
-            return []
-        chunks = [prompts[i : i + self._max_batch] for i in range(0, len(prompts), self._max_batch)]
-        parts = await _gather_or_cancel([self._complete_chunk(chunk, params) for chunk in chunks])
-        return [completion for part in parts for completion in part]
+            return Reply(choices=[])
+        if len(prompts) > self.info.max_batch:
+            raise ValueError(
+                f"{len(prompts)} prompts in one request; this backend takes at most {self.info.max_batch}"
+            )
+        async with self._limiter.hold(len(prompts) * params.n):
+            response = await self._call(
+                lambda: self._client.completions.create(
+                    model=self.settings.model,
+                    prompt=prompts,
+                    **_sampling(params),
+                    extra_body=self._extra_body(),
+                    extra_headers=self._extra_headers,
+                )
+            )
+        choices = sorted(response.choices or [], key=lambda c: c.index)
+        if [c.index for c in choices] != list(range(len(prompts) * params.n)):
+            raise LLMRequestError(
+                f"{self.base_url}/completions returned choices {[c.index for c in choices]} "
+                f"for {len(prompts)} prompt(s) x n={params.n}"
+            )
+        return Reply(
+            choices=[
+                Choice(text=c.text, finish_reason=c.finish_reason, prompt_index=c.index // params.n)
+                for c in choices
+            ],
+            **_usage(response),
+        )
 
     async def chat(
         self,
-        conversations: Sequence[Sequence[ChatMessage]],
+        messages: Sequence[ChatMessage],
         params: SamplingParams,
         json_schema: dict[str, Any] | None = None,
-    ) -> list[Completion]:
-        """One request per conversation, all in flight at once (the semaphore keeps the limit)."""
-        return await _gather_or_cancel([self._chat_one(conv, params, json_schema) for conv in conversations])
+    ) -> Reply:
+        body_messages = [{"role": m.role, "content": m.content} for m in messages]
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+        def send(style: str | None) -> Callable[[], Awaitable[Any]]:
+            extra = {} if style is None else {"response_format": _response_format(json_schema or {}, style)}
+            return lambda: self._client.chat.completions.create(
+                model=self.settings.model,
+                messages=body_messages,  # type: ignore[arg-type]
+                **_sampling(params),
+                **extra,
+                extra_body=self._extra_body(),
+                extra_headers=self._extra_headers,
+            )
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    @property
-    def structured_output(self) -> StructuredOutput:
-        """The response_format style in use; "auto" until a server has rejected json_schema."""
-        return self._structured
-
-    # -- extras ----------------------------------------------------------------------------------------------
-
-    async def list_models(self) -> list[str]:
-        """The model ids the server serves (GET /models), with the usual retries."""
-        data = await self._request("GET", "/models")
-        models = data.get("data")
-        if not isinstance(models, list) or not all(isinstance(m, dict) and "id" in m for m in models):
-            raise LLMError(f"malformed /models response from {self._url('/models')}: {_preview(data)}")
-        return [str(m["id"]) for m in models]
+        async with self._limiter.hold(params.n):
+            if json_schema is None:
+                response = await self._call(send(None))
+            else:
+                style = self._format
+                try:
+                    response = await self._call(send(style))
+                except ServerRejectedError as exc:
+                    if not (
+                        style == "json_schema" and self._configured_format == "auto" and _rejects_format(exc)
+                    ):
+                        raise
+                    if self._format != "json_object":
+                        log.warning(
+                            "%s does not accept response_format json_schema (%s); using json_object with a schema",
+                            self.base_url,
+                            exc.server_message,
+                        )
+                        self._format = "json_object"
+                    response = await self._call(send("json_object"))
+        choices = sorted(response.choices or [], key=lambda c: c.index)
+        if len(choices) != params.n:
+            raise LLMRequestError(
+                f"{self.base_url}/chat/completions returned {len(choices)} choices for n={params.n}"
+            )
+        return Reply(
+            choices=[
+                Choice(text=c.message.content if c.message else None, finish_reason=c.finish_reason)
+                for c in choices
+            ],
+            **_usage(response),
+        )
 
     async def health(self) -> dict[str, Any]:
-        """One quick look (no retries) for a status page: is the server up and does it serve our model?"""
-        url = self._url("/models")
+        """One quick look (no retries): is the server up, and does it serve our model?"""
         started = time.perf_counter()
-        result: dict[str, Any] = {"ok": False, "backend": "openai_compat", "base_url": self.base_url}
-        result["model"] = self.config.model
+        result: dict[str, Any] = {"ok": False, "kind": "openai", "model": self.settings.model}
         try:
-            data = await self._send_once("GET", url, None)
-            models = data.get("data")
-            ids = (
-                [str(m.get("id")) for m in models if isinstance(m, dict)] if isinstance(models, list) else []
-            )
-            result["models"] = ids
-            result["ok"] = self.config.model in ids
+            async with asyncio.timeout(10):
+                page = await self._client.models.list(extra_headers=self._extra_headers)
+            served = [m.id for m in page.data]
+            result["ok"] = self.settings.model in served
             if not result["ok"]:
                 result["error"] = (
-                    f"model {self.config.model!r} not served (served: {', '.join(ids) or 'none'})"
+                    f"model {self.settings.model!r} not served (served: {', '.join(served) or 'none'})"
                 )
-        except _RetryableError as exc:
-            result["error"] = exc.cause
-        except LLMError as exc:
-            result["error"] = str(exc)
+        except (openai.OpenAIError, TimeoutError) as exc:
+            result["error"] = _describe(exc)
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return result
 
-    # -- completions -----------------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        await self._client.close()
 
-    async def _complete_chunk(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
-        body = {"model": self.config.model, "prompt": prompts, "n": 1, **_sampling_body(params)}
-        data = await self._request("POST", "/completions", body)
-        choices = _choices(data, self._url("/completions"))
-        if len(choices) != len(prompts):
-            raise LLMError(
-                f"{self._url('/completions')} returned {len(choices)} choices for {len(prompts)} prompts"
-            )
-        ordered = _order_by_index(choices, self._url("/completions"))
-        texts: list[str] = []
-        for choice in ordered:
-            text = choice.get("text")
-            if not isinstance(text, str):
-                raise LLMError(f"malformed choice from {self._url('/completions')}: {_preview(choice)}")
-            texts.append(text)
-        prompt_total, completion_total = _usage(data)
-        prompt_shares = _share(prompt_total, [len(p) for p in prompts])
-        completion_shares = _share(completion_total, [len(t) for t in texts])
-        return [
-            Completion(
-                text=text,
-                finish_reason=choice.get("finish_reason"),
-                prompt_tokens=p_tokens,
-                completion_tokens=c_tokens,
-            )
-            for text, choice, p_tokens, c_tokens in zip(
-                texts, ordered, prompt_shares, completion_shares, strict=True
-            )
-        ]
+    @property
+    def structured_output(self) -> str:
+        """The response_format style in use now."""
+        return self._format
 
-    # -- chat ------------------------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Sequences in flight right now."""
+        return self._limiter.in_flight
 
-    async def _chat_one(
-        self, conversation: Sequence[ChatMessage], params: SamplingParams, json_schema: dict[str, Any] | None
-    ) -> Completion:
-        body: dict[str, Any] = {
-            "model": self.config.model,
-            "messages": [{"role": m.role, "content": m.content} for m in conversation],
-            "n": 1,
-            **_sampling_body(params),
-        }
-        if json_schema is None:
-            data = await self._request("POST", "/chat/completions", body)
-        else:
-            data = await self._chat_structured(body, json_schema)
-        url = self._url("/chat/completions")
-        choices = _choices(data, url)
-        if len(choices) != 1:
-            raise LLMError(f"{url} returned {len(choices)} choices for one conversation")
-        message = choices[0].get("message")
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, str):
-            raise LLMError(f"malformed chat choice from {url} (no text content): {_preview(choices[0])}")
-        prompt_tokens, completion_tokens = _usage(data)
-        return Completion(
-            text=content,
-            finish_reason=choices[0].get("finish_reason"),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-        )
+    # -- requests with retries -------------------------------------------------------------------------------
 
-    async def _chat_structured(self, body: dict[str, Any], json_schema: dict[str, Any]) -> dict[str, Any]:
-        style = "json_object" if self._structured == "json_object" else "json_schema"
-        try:
-            return await self._request("POST", "/chat/completions", _with_format(body, json_schema, style))
-        except ServerRejectedError as exc:
-            if not (self._structured == "auto" and style == "json_schema" and _rejects_format(exc)):
-                raise
-            log.warning(
-                "%s does not accept response_format json_schema (%s); using json_object with a schema",
-                self.base_url,
-                exc.server_message,
-            )
-            self._structured = "json_object"
-            return await self._request(
-                "POST", "/chat/completions", _with_format(body, json_schema, "json_object")
-            )
+    def _extra_body(self) -> dict[str, Any] | None:
+        return dict(self.settings.extra_body) or None
 
-    # -- HTTP with retries -----------------------------------------------------------------------------------
-
-    def _url(self, path: str) -> str:
-        return self.base_url + path
-
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        url = self._url(path)
+    async def _call(self, send: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=self._wait,
-            retry=retry_if_exception_type(_RetryableError),
+            retry=retry_if_exception(_is_transient),
             before_sleep=self._log_retry,
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._send_once(method, url, body)
-        except _RetryableError as exc:
+                    async with asyncio.timeout(self.settings.timeout):  # the whole exchange, not each phase
+                        return await send()
+        except TimeoutError:
             raise LLMUnavailableError(
-                f"LLM server {method} {url} failed after {self._attempts} attempt(s): {exc.cause}"
-            ) from exc
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
-
-    async def _send_once(self, method: str, url: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        """One HTTP exchange under the concurrency limit, its outcome sorted into retry / refuse / parse."""
-        async with self._semaphore:
-            try:
-                # httpx times each phase (connect, each read); this bounds the whole exchange.
-                async with asyncio.timeout(self._timeout):
-                    response = await self._client.request(method, url, json=body)
-            except (TimeoutError, httpx.TimeoutException):
-                raise _RetryableError(f"no response within {self._timeout:g} s") from None
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # a bad base_url: no retry can help
-                raise LLMUnavailableError(f"invalid LLM server URL {url!r}: {exc}") from exc
-            except httpx.TransportError as exc:
-                raise _RetryableError(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
-        status = response.status_code
-        if status >= 400:
-            server_message = _error_message(response)
-            if (status == 429 or status >= 500) and not _is_validation_report(server_message):
-                raise _RetryableError(f"HTTP {status}: {server_message}", retry_after=_retry_after(response))
-            raise ServerRejectedError(
-                f"LLM server rejected {method} {url} (HTTP {status}): {server_message}",
-                status_code=status,
-                server_message=server_message,
-            )
-        if status != 200:
-            raise LLMError(f"unexpected HTTP {status} from {method} {url}")
-        try:
-            data = response.json()
-        except ValueError:
-            raise LLMError(
-                f"LLM server {url} returned a body that is not JSON: {response.text[:200]!r}"
+                f"LLM server {self.base_url}: no answer within {self.settings.timeout:g} s "
+                f"after {self._attempts} attempt(s)"
             ) from None
-        if not isinstance(data, dict):
-            raise LLMError(f"LLM server {url} returned JSON that is not an object: {_preview(data)}")
-        return data
+        except openai.APIStatusError as exc:
+            raise _classify(exc, self.base_url, self._attempts) from exc
+        except openai.APIConnectionError as exc:
+            raise LLMUnavailableError(
+                f"LLM server {self.base_url} failed after {self._attempts} attempt(s): {_describe(exc)}"
+            ) from exc
+        except openai.OpenAIError as exc:  # a reply the SDK could not read
+            raise LLMRequestError(f"LLM server {self.base_url}: {_describe(exc)}") from exc
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
     def _wait(self, retry_state: RetryCallState) -> float:
         """Jittered exponential backoff, stretched to the server's Retry-After when it sends one."""
         backoff = float(self._backoff(retry_state))
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, _RetryableError) and exc.retry_after is not None:
-            return min(max(backoff, exc.retry_after), self._retry_after_max)
+        retry_after = _retry_after(exc) if isinstance(exc, openai.APIStatusError) else None
+        if retry_after is not None:
+            return min(max(backoff, retry_after), max(self.settings.backoff_max, 1.0) * 2)
         return backoff
 
     def _log_retry(self, retry_state: RetryCallState) -> None:
@@ -358,7 +283,7 @@ class OpenAICompatBackend:
             self.base_url,
             retry_state.attempt_number,
             self._attempts,
-            getattr(exc, "cause", exc),
+            _describe(exc) if exc is not None else "?",
             sleep,
         )
 
@@ -366,11 +291,18 @@ class OpenAICompatBackend:
 # -- helpers (pure functions on request / response data) -----------------------------------------------------
 
 
-def _sampling_body(params: SamplingParams) -> dict[str, Any]:
+def _limits(in_flight: int) -> Any:
+    import httpx2  # the SDK's HTTP library
+
+    return httpx2.Limits(max_connections=in_flight + 8, max_keepalive_connections=in_flight + 8)
+
+
+def _sampling(params: SamplingParams) -> dict[str, Any]:
     body: dict[str, Any] = {
         "max_tokens": params.max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
+        "n": params.n,
         "presence_penalty": params.presence_penalty,
         "frequency_penalty": params.frequency_penalty,
     }
@@ -381,15 +313,13 @@ def _sampling_body(params: SamplingParams) -> dict[str, Any]:
     return body
 
 
-def _with_format(body: dict[str, Any], schema: dict[str, Any], style: str) -> dict[str, Any]:
+def _response_format(schema: dict[str, Any], style: str) -> dict[str, Any]:
     if style == "json_object":  # llama-cpp-python's server (and Anyscale's original JSON mode)
-        response_format: dict[str, Any] = {"type": "json_object", "schema": schema}
-    else:  # OpenAI and vLLM
-        response_format = {
-            "type": "json_schema",
-            "json_schema": {"name": _schema_name(schema), "schema": schema, "strict": True},
-        }
-    return {**body, "response_format": response_format}
+        return {"type": "json_object", "schema": schema}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": _schema_name(schema), "schema": schema, "strict": True},
+    }
 
 
 def _schema_name(schema: dict[str, Any]) -> str:
@@ -413,66 +343,52 @@ def _is_validation_report(message: str) -> bool:
     return bool(_VALIDATION_REPORT.search(message))
 
 
-def _choices(data: dict[str, Any], url: str) -> list[dict[str, Any]]:
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
-        raise LLMError(f"malformed response from {url}: no list of choices in {_preview(data)}")
-    return choices
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError | openai.APIConnectionError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in _TRANSIENT_STATUSES:
+            return True
+        return status >= 500 and not _is_validation_report(_server_message(exc))
+    return False
 
 
-def _order_by_index(choices: list[dict[str, Any]], url: str) -> list[dict[str, Any]]:
-    """Choices carry their prompt's position in "index" and may come in any order; no index means order."""
-    indices = [c.get("index") for c in choices]
-    if all(i is None for i in indices):
-        return choices
-    if sorted(i for i in indices if isinstance(i, int)) != list(range(len(choices))):
-        raise LLMError(
-            f"{url} returned choices with indices {indices}, expected each of 0..{len(choices) - 1}"
+def _classify(exc: openai.APIStatusError, base_url: str, attempts: int) -> LLMError:
+    status, message = exc.status_code, _server_message(exc)
+    if status in (401, 403):
+        return LLMFatalError(f"LLM server {base_url} rejected the credentials (HTTP {status}): {message}")
+    if status == 404:
+        return LLMFatalError(
+            f"LLM server {base_url}: not found (HTTP 404; unknown model or wrong base_url): {message}"
         )
-    return sorted(choices, key=lambda c: c["index"])
+    if _is_transient(exc):
+        return LLMUnavailableError(
+            f"LLM server {base_url} failed after {attempts} attempt(s): HTTP {status}: {message}"
+        )
+    return ServerRejectedError(
+        f"LLM server {base_url} rejected the request (HTTP {status}): {message}",
+        status_code=status,
+        server_message=message,
+    )
 
 
-def _usage(data: dict[str, Any]) -> tuple[int, int]:
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        return 0, 0
-    return _as_int(usage.get("prompt_tokens")), _as_int(usage.get("completion_tokens"))
-
-
-def _as_int(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
-def _share(total: int, weights: list[int]) -> list[int]:
-    """Split an integer total in proportion to weights; the parts always sum to the total."""
-    if len(weights) == 1:
-        return [total]
-    weight_sum = sum(weights)
-    if weight_sum == 0:
-        weights, weight_sum = [1] * len(weights), len(weights)
-    parts = [total * w // weight_sum for w in weights]
-    parts[-1] += total - sum(parts)
-    return parts
-
-
-def _error_message(response: httpx.Response) -> str:
+def _server_message(exc: openai.APIStatusError) -> str:
     """The server's words: OpenAI's {"error": {"message"}}, old vLLM's {"message"}, FastAPI's {"detail"}."""
+    body: Any = exc.body
+    if isinstance(body, dict):
+        if "message" in body:
+            return str(body["message"])[:_MAX_ERROR_CHARS]
+        if "detail" in body:
+            return _fastapi_detail(body["detail"])[:_MAX_ERROR_CHARS]
+        if isinstance(body.get("error"), str):
+            return str(body["error"])[:_MAX_ERROR_CHARS]
+    if body is not None:
+        return str(body)[:_MAX_ERROR_CHARS]
     try:
-        data = response.json()
-    except ValueError:
-        return response.text.strip()[:_MAX_ERROR_CHARS] or response.reason_phrase
-    message: Any = data
-    if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict) and "message" in error:
-            message = error["message"]
-        elif isinstance(error, str):
-            message = error
-        elif "message" in data:
-            message = data["message"]
-        elif "detail" in data:
-            message = _fastapi_detail(data["detail"])
-    return str(message)[:_MAX_ERROR_CHARS]
+        return exc.response.text.strip()[:_MAX_ERROR_CHARS] or exc.response.reason_phrase
+    except Exception:  # noqa: BLE001 (a streamed body may be unreadable; the status still says enough)
+        return f"HTTP {exc.status_code}"
 
 
 def _fastapi_detail(detail: Any) -> str:
@@ -488,8 +404,21 @@ def _fastapi_detail(detail: Any) -> str:
     return str(detail)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {_server_message(exc)}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "request timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        return f"connection failed ({type(cause).__name__}: {cause})" if cause else "connection failed"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
     if not value:
         return None
     try:
@@ -503,25 +432,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _preview(value: Any) -> str:
-    return repr(value)[:200]
-
-
-async def _gather_or_cancel(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Like gather, but the first failure cancels the rest (no orphan requests) and is raised as itself."""
-    if len(coros) == 1:
-        return [await coros[0]]
-    failure: BaseException | None = None
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(coro) for coro in coros]
-    except BaseExceptionGroup as failed:
-        failure = _first_leaf(failed)
-    if failure is not None:
-        raise failure  # outside the except block, so the error keeps its own cause chain
-    return [task.result() for task in tasks]
-
-
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+def _usage(response: Any) -> dict[str, int]:
+    usage = getattr(response, "usage", None)
+    prompt = getattr(usage, "prompt_tokens", 0) if usage is not None else 0
+    completion = getattr(usage, "completion_tokens", 0) if usage is not None else 0
+    return {
+        "prompt_tokens": prompt if isinstance(prompt, int) and prompt >= 0 else 0,
+        "completion_tokens": completion if isinstance(completion, int) and completion >= 0 else 0,
+    }

@@ -1,1 +1,1 @@
-"""Review queue (arrives with [4/7])."""
+"""Review queue (arrives with [4/8])."""

@@ -1,1 +1,1 @@
-"""Reviewer UI (arrives with [4/7])."""
+"""Reviewer UI (arrives with [4/8])."""

@@ -12,7 +12,7 @@ once, so all modules share one server. (Importing the fixture into a module also
 does so gets a server of its own.) Then:
 
     def test_generate(openai_server):
-        config = openai_server.llm_config()  # LLMConfig(backend="openai_compat", base_url=..., model=...)
+        settings = openai_server.backend_settings()  # BackendSettings(kind="openai", base_url=..., model=...)
         base_url, model = openai_server  # or unpack it
 
 Outside fixtures: `with running_openai_server() as server: ...`.
@@ -34,7 +34,7 @@ from typing import Any, Literal, NamedTuple
 import httpx
 import pytest
 
-from app.config import LLMConfig
+from app.core.config import BackendSettings
 from app.llm.llamacpp import default_model_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +48,10 @@ class RunningServer(NamedTuple):
     base_url: str  # the API root, ending in /v1
     model: str
 
-    def llm_config(self, **overrides: Any) -> LLMConfig:
-        """An LLMConfig for OpenAICompatBackend pointing at this server."""
-        fields: dict[str, Any] = {"backend": "openai_compat", "base_url": self.base_url, "model": self.model}
-        return LLMConfig(**{**fields, **overrides})
+    def backend_settings(self, **overrides: Any) -> BackendSettings:
+        """Settings of a named openai backend pointing at this server."""
+        fields: dict[str, Any] = {"kind": "openai", "base_url": self.base_url, "model": self.model}
+        return BackendSettings(**{**fields, **overrides})
 
 
 def free_port() -> int:

@@ -9,27 +9,27 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.config import LLMConfig, Settings
-from app.generation.backends import BackendPool
+from app.core.config import Settings
 from app.llm import LLMBackend
+from app.llm.registry import BackendRegistry
 from app.main import create_app
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "worker_poll_seconds": 0.05,
-        "llm": LLMConfig(backend="fake"),
-    }
+    values: dict[str, Any] = {"database_url": database_url, "worker_poll_seconds": 0.05}
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 @contextmanager
 def running_service(settings: Settings, backend: LLMBackend | None = None) -> Iterator[TestClient]:
-    """The app with its worker; `backend`, when given, answers every job whatever its LLM settings."""
-    pool = BackendPool(factory=lambda _config: backend) if backend is not None else BackendPool()
-    with TestClient(create_app(settings, backends=pool)) as client:
+    """The app with its worker; `backend`, when given, answers for every configured backend name."""
+    registry = (
+        BackendRegistry(settings.backends, factory=lambda _name, _settings: backend)
+        if backend is not None
+        else None
+    )
+    with TestClient(create_app(settings, backends=registry)) as client:
         yield client
 
 

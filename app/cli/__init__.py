@@ -1,0 +1,22 @@
+"""The `sprout` command line: everything the service does, from a shell. One module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from app.cli import backends, dedup, generate, items, models, seeds, serve
+
+app = typer.Typer(
+    help="Sprout: grow instruction-tuning datasets from a few seed tasks.", no_args_is_help=True
+)
+app.command()(serve.migrate)
+app.command()(serve.serve)
+app.command("import-seeds")(seeds.import_seeds_command)
+app.command()(generate.generate)
+app.command("dedup")(dedup.dedup)
+app.add_typer(items.app, name="items")
+app.add_typer(backends.app, name="backends")
+app.add_typer(models.app, name="models")
+
+if __name__ == "__main__":
+    app()

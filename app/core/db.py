@@ -1,0 +1,165 @@
+"""Database plumbing: the declarative base, a UTC time type, database time, engines, sessions, migrations.
+
+SQLite (the embedded default) and PostgreSQL behave alike here:
+- Write transactions (`transaction()`) take the write lock at BEGIN on SQLite (BEGIN IMMEDIATE), so a
+  read-then-write unit never fails half-way on a lock upgrade; readers are never blocked (WAL).
+- `serialize()` makes concurrent writers of one resource take turns: a transaction-scoped advisory lock on
+  PostgreSQL; on SQLite the write transaction already holds the only write lock there is.
+- `utc_now()` is the database's clock, so leases agree across machines whose clocks do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Engine, Float, MetaData, create_engine, event, func, literal, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.types import TypeDecorator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Named constraints: Alembic can drop or alter them later, on SQLite (batch mode) too.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_IMMEDIATE = "sprout_immediate"  # execution option: BEGIN IMMEDIATE on SQLite
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes in and out, on every database (SQLite has no time zones: it stores UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: every stored time must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+def utcnow() -> datetime:
+    """The application's clock, for timestamps that order events (leases use `utc_now()`, the database's)."""
+    return datetime.now(UTC)
+
+
+class utc_now(FunctionElement[datetime]):  # noqa: N801 (reads like the SQL function it renders)
+    """The database server's current UTC time plus `seconds`, as an SQL expression."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__(literal(float(seconds), Float()))
+
+
+@compiles(utc_now, "sqlite")
+def _utc_now_sqlite(element: utc_now, compiler: Any, **kw: Any) -> str:
+    # Same text format SQLAlchemy stores ("YYYY-MM-DD HH:MM:SS.ffffff"), so stored times compare as strings.
+    (offset,) = element.clauses
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', ({compiler.process(offset, **kw)}) || ' seconds')"
+
+
+@compiles(utc_now, "postgresql")
+def _utc_now_postgresql(element: utc_now, compiler: Any, **kw: Any) -> str:
+    (offset,) = element.clauses
+    return f"(statement_timestamp() + make_interval(secs => {compiler.process(offset, **kw)}))"
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for postgresql:// URLs (SQLAlchemy's default driver would be psycopg2, not installed)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_db_engine(url: str) -> Engine:
+    url = normalize_database_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # The worker, the API and the CLI share one file; the busy timeout turns lock contention into waits.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit BEGIN cannot say IMMEDIATE).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    immediate = connection.get_execution_options().get(_IMMEDIATE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work that writes: committed if the block finishes, rolled back (nothing written) if it raises.
+
+    On SQLite it holds the database's write lock from its first statement; reads that write nothing should use
+    a plain `factory()` session instead, which never waits for writers.
+    """
+    with factory() as session, session.begin():
+        session.connection(execution_options={_IMMEDIATE: True})
+        yield session
+
+
+def serialize(session: Session, namespace: int, key: int) -> None:
+    """Wait until no other transaction holds (namespace, key), and hold it until this transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(namespace, key)))
+
+
+def run_migrations(url: str) -> None:
+    """Bring the schema to the newest Alembic revision (what `sprout migrate` and the service start-up do)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config.attributes["database_url"] = normalize_database_url(url)
+    command.upgrade(config, "head")

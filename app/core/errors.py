@@ -1,0 +1,23 @@
+"""Errors every room raises; app.main turns each into one HTTP status, the CLI into one message."""
+
+from __future__ import annotations
+
+
+class NotFoundError(LookupError):
+    """A named or numbered thing does not exist (HTTP 404)."""
+
+
+class ConflictError(ValueError):
+    """The request clashes with what is stored, e.g. a name already taken or a job already finished (409)."""
+
+
+class InvalidFieldError(ValueError):
+    """One field of a request is wrong in a way only the server can tell, e.g. an unknown backend name (422).
+
+    `field` is the field's path in the request body, so the 422 has the shape of FastAPI's own validation errors.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

@@ -1,0 +1,1 @@
+"""Datasets and their seed tasks: tables, seed file formats, service, router."""

@@ -1,0 +1,160 @@
+"""Tables of the generation room: jobs, the raw replies they received, and the items they produced."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, utcnow
+from app.jobs.models import LeasedJob, string_enum
+
+DUPLICATE_SIGNALS = ("exact", "rouge_l", "fuzzy", "semantic")
+
+
+class ItemStatus(enum.StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    filtered = "filtered"
+
+
+class GenerationJob(LeasedJob, Base):
+    __tablename__ = "generation_job"
+    __table_args__ = (
+        Index("ix_generation_job_status_created", "status", "created_at"),
+        CheckConstraint(
+            "requested >= 1 AND requests >= 0 AND prompts >= 0 AND raw >= 0 AND parsed >= 0 AND duplicates >= 0 "
+            "AND accepted >= 0 AND errors >= 0 AND prompt_tokens >= 0 AND completion_tokens >= 0 AND attempt >= 0",
+            name="counters_not_negative",
+        ),
+        CheckConstraint("parsed <= raw", name="parsed_within_raw"),
+        CheckConstraint("duplicates + accepted <= parsed", name="kept_within_parsed"),
+        CheckConstraint(
+            "status <> 'running' OR (worker_id IS NOT NULL AND lease_until IS NOT NULL)",
+            name="running_is_leased",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), index=True)
+    # The parameters as validated at the edge, with the backend name and the sampling seed filled in.
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    backend: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    # Live counters. requests: answered or failed requests; prompts: prompts they carried; raw: chunks the
+    # model wrote; parsed = sum(filtered) + duplicates + accepted; errors: requests that yielded nothing.
+    requested: Mapped[int] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    prompts: Mapped[int] = mapped_column(Integer, default=0)
+    raw: Mapped[int] = mapped_column(Integer, default=0)
+    parsed: Mapped[int] = mapped_column(Integer, default=0)
+    filtered: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class GenerationReply(Base):
+    """One request of a job and what came back: the raw texts (clipped), or the error. Its request number is
+    what a resumed job skips, and what a user reads to see why a reply yielded nothing."""
+
+    __tablename__ = "generation_reply"
+    __table_args__ = (
+        UniqueConstraint("job_id", "request_no", name="uq_generation_reply_request"),
+        CheckConstraint("request_no >= 0 AND prompts >= 1 AND attempt >= 1", name="numbers_valid"),
+        CheckConstraint(
+            "raw >= 0 AND parsed >= 0 AND accepted >= 0 AND accepted <= parsed AND parsed <= raw",
+            name="counts_valid",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("generation_job.id", ondelete="CASCADE"))
+    request_no: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    prompts: Mapped[int] = mapped_column(Integer)
+    # [{"prompt_index", "text", "truncated", "finish_reason", "items", "unparsed"}], one per choice.
+    choices: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[int] = mapped_column(Integer, default=0)
+    parsed: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Item(Base):
+    __tablename__ = "item"
+    __table_args__ = (
+        Index("ix_item_dataset_status_id", "dataset_id", "status", "id"),
+        Index("ix_item_job_id", "job_id"),
+        CheckConstraint("(status = 'filtered') = (filter_reason IS NOT NULL)", name="filtered_has_reason"),
+        CheckConstraint(
+            "duplicate_signal IS NULL OR (filter_reason = 'near_duplicate' AND duplicate_signal IN "
+            "('exact', 'rouge_l', 'fuzzy', 'semantic'))",
+            name="duplicate_signal_valid",
+        ),
+        CheckConstraint(
+            "nearest_kind IS NULL OR nearest_kind IN ('seed', 'item')", name="nearest_kind_valid"
+        ),
+        CheckConstraint(
+            "nearest_rouge_l IS NULL OR (nearest_rouge_l >= 0 AND nearest_rouge_l <= 1)", name="rouge_l_range"
+        ),
+        CheckConstraint(
+            "fuzzy_score IS NULL OR (fuzzy_score >= 0 AND fuzzy_score <= 100)", name="fuzzy_range"
+        ),
+        CheckConstraint(
+            "semantic_score IS NULL OR (semantic_score >= -1.0001 AND semantic_score <= 1.0001)",
+            name="semantic_range",
+        ),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("length(instruction) > 0", name="instruction_not_empty"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("generation_job.id", ondelete="SET NULL"))
+    reply_id: Mapped[int | None] = mapped_column(ForeignKey("generation_reply.id", ondelete="SET NULL"))
+    instruction: Mapped[str] = mapped_column(Text)
+    input: Mapped[str] = mapped_column(Text, default="")
+    output: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[ItemStatus] = mapped_column(string_enum(ItemStatus, "status"), default=ItemStatus.pending)
+    # Why an item was filtered: a heuristic reason code, or "near_duplicate" (then duplicate_signal says which
+    # signal fired: exact, rouge_l, fuzzy, semantic).
+    filter_reason: Mapped[str | None] = mapped_column(String(64))
+    duplicate_signal: Mapped[str | None] = mapped_column(String(16))
+    # Nearest accepted neighbour by ROUGE-L (or by the signal that fired): a seed task or an item.
+    nearest_kind: Mapped[str | None] = mapped_column(String(8))
+    nearest_id: Mapped[int | None] = mapped_column(Integer)
+    nearest_rouge_l: Mapped[float | None] = mapped_column(Float)
+    fuzzy_score: Mapped[float | None] = mapped_column(Float)
+    semantic_score: Mapped[float | None] = mapped_column(Float)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    model: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+
+    __mapper_args__ = {"version_id_col": version}

@@ -1,0 +1,139 @@
+"""Generation jobs, their replies and their items, as stored rows: queue, look up, list, cancel, count."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.errors import ConflictError, NotFoundError
+from app.datasets.service import get_dataset, has_seeds
+from app.generation.models import GenerationJob, GenerationReply, Item, ItemStatus
+from app.generation.params import GenerationParams
+from app.jobs import queue
+from app.jobs.models import JobStatus
+from app.llm.registry import BackendRegistry
+
+
+def queue_job(
+    session: Session, dataset_id: int, params: GenerationParams, settings: Settings, registry: BackendRegistry
+) -> GenerationJob:
+    """Store a queued job. Its backend name and sampling seed are fixed now, so a resumed job (or a later
+    change of the default backend) never changes what it runs against or what it samples."""
+    get_dataset(session, dataset_id)
+    backend = params.backend or settings.default_backend
+    registry.settings_of(backend)  # an unknown name is a 422 naming the field and the configured ones
+    if not has_seeds(session, dataset_id):
+        raise ConflictError(f"dataset {dataset_id} has no seed tasks yet: import seeds before generating")
+    seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
+    stored = params.model_copy(update={"backend": backend, "seed": seed})
+    job = GenerationJob(
+        dataset_id=dataset_id,
+        params=stored.model_dump(mode="json", exclude_none=True),
+        backend=backend,
+        seed=seed,
+        status=JobStatus.queued,
+        requested=params.count,
+        filtered={},
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> GenerationJob:
+    job = session.get(GenerationJob, job_id)
+    if job is None:
+        raise NotFoundError(f"generation job {job_id} not found")
+    return job
+
+
+def list_jobs(session: Session, dataset_id: int, *, limit: int, offset: int) -> list[GenerationJob]:
+    query = (
+        select(GenerationJob)
+        .where(GenerationJob.dataset_id == dataset_id)
+        .order_by(GenerationJob.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(session.scalars(query))
+
+
+def cancel_job(session: Session, job_id: int) -> GenerationJob:
+    """A queued job is cancelled at once; a running one is asked to stop (its accepted items are kept)."""
+    job = get_job(session, job_id)
+    try:
+        queue.request_cancel(session, GenerationJob, job_id)
+    except ConflictError:
+        session.refresh(job)
+        raise ConflictError(f"generation job {job_id} is already {job.status.value}") from None
+    session.refresh(job)
+    return job
+
+
+def list_replies(session: Session, job_id: int, *, limit: int, after: int | None) -> list[GenerationReply]:
+    """A job's replies in request order (keyset pagination on the request number)."""
+    get_job(session, job_id)
+    query = select(GenerationReply).where(GenerationReply.job_id == job_id)
+    if after is not None:
+        query = query.where(GenerationReply.request_no > after)
+    return list(session.scalars(query.order_by(GenerationReply.request_no).limit(limit)))
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFilter:
+    status: ItemStatus | None = None
+    filter_reason: str | None = None
+    duplicate_signal: str | None = None
+    job_id: int | None = None
+
+
+def list_items(
+    session: Session, dataset_id: int, where: ItemFilter, *, limit: int, offset: int
+) -> tuple[list[Item], int]:
+    conditions = [Item.dataset_id == dataset_id]
+    if where.status is not None:
+        conditions.append(Item.status == where.status)
+    if where.filter_reason is not None:
+        conditions.append(Item.filter_reason == where.filter_reason)
+    if where.duplicate_signal is not None:
+        conditions.append(Item.duplicate_signal == where.duplicate_signal)
+    if where.job_id is not None:
+        conditions.append(Item.job_id == where.job_id)
+    total = session.scalar(select(func.count()).select_from(Item).where(*conditions)) or 0
+    rows = session.scalars(select(Item).where(*conditions).order_by(Item.id).limit(limit).offset(offset))
+    return list(rows), total
+
+
+def get_item(session: Session, item_id: int) -> Item:
+    item = session.get(Item, item_id)
+    if item is None:
+        raise NotFoundError(f"item {item_id} not found")
+    return item
+
+
+def counts_by_dataset(session: Session, dataset_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Items by status and jobs, per dataset, in two grouped queries whatever the number of datasets."""
+    counts: dict[int, dict[str, int]] = {
+        i: {"jobs": 0, "items": 0, **{s.value: 0 for s in ItemStatus}} for i in dataset_ids
+    }
+    if not dataset_ids:
+        return counts
+    for dataset_id, status, n in session.execute(
+        select(Item.dataset_id, Item.status, func.count())
+        .where(Item.dataset_id.in_(dataset_ids))
+        .group_by(Item.dataset_id, Item.status)
+    ):
+        counts[dataset_id][ItemStatus(status).value] = n
+        counts[dataset_id]["items"] += n
+    for dataset_id, n in session.execute(
+        select(GenerationJob.dataset_id, func.count())
+        .where(GenerationJob.dataset_id.in_(dataset_ids))
+        .group_by(GenerationJob.dataset_id)
+    ):
+        counts[dataset_id]["jobs"] = n
+    return counts

@@ -1,0 +1,316 @@
+"""The generation pipeline's control flow on SQLite and on a real PostgreSQL server, with a scripted backend:
+saturation, early stop, error budget, fatal errors, cancel, lost leases, resume, clean text.
+
+The scripted backend is only the stand-in for what the model says; real models and real HTTP servers are
+tested in test_generation_real.py, test_accept.py and tests/integration/llm/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+
+from app.core.config import Settings
+from app.core.db import transaction
+from app.datasets.models import SeedTask
+from app.datasets.seed_formats import SeedInstance, SeedTaskIn
+from app.datasets.service import create_dataset, import_seeds
+from app.generation.models import GenerationJob, GenerationReply, Item, ItemStatus
+from app.generation.params import GenerationParams, resolve_params
+from app.generation.pipeline.requests import RequestSpec, build_request
+from app.generation.pipeline.runner import GenerationRunner, example_of
+from app.generation.service import queue_job
+from app.generation.templates import load_templates
+from app.jobs.models import JobStatus
+from app.jobs.queue import Claim, claim_next, request_cancel
+from app.llm import LLMFatalError, LLMRequestError, LLMUnavailableError
+from app.llm.registry import BackendRegistry
+from tests.support.scripted_backend import ScriptedBackend
+
+WORDS = [
+    f"{a}{b}"
+    for a in ("ka", "lo", "mi", "nu", "pe", "ri", "su", "to", "vi", "ze")
+    for b in ("ban", "cor", "dal", "fin", "gor", "hul", "jet", "kim", "lus", "mor")
+]
+SEEDS = [
+    SeedTaskIn(
+        instruction=f"Describe the history of {WORDS[i]} in two sentences.",
+        instances=(SeedInstance("", "It began."),),
+    )
+    for i in range(6)
+]
+
+
+def distinct_tasks(n: int = 5) -> Any:
+    """A script whose every task is new: random words from a large vocabulary (no two are near-duplicates)."""
+    rng = random.Random(7)
+
+    def reply(_prompt: str) -> str:
+        tasks = [
+            {
+                "instruction": "Explain " + " ".join(rng.sample(WORDS, 7)) + " carefully.",
+                "input": "",
+                "output": "Done.",
+            }
+            for _ in range(n)
+        ]
+        return json.dumps({"tasks": tasks})
+
+    return reply
+
+
+def setup_job(sessions, settings: Settings, registry: BackendRegistry, **params: Any) -> Claim:  # noqa: ANN001
+    with transaction(sessions) as session:
+        dataset = create_dataset(session, f"pipeline-{random.random()}")
+        import_seeds(session, dataset, SEEDS, source="test")
+        job_id = queue_job(session, dataset.id, GenerationParams(**params), settings, registry).id
+    with transaction(sessions) as session:
+        claim = claim_next(session, GenerationJob, "tester", settings.job_lease_seconds, job_id=job_id)
+    assert claim is not None
+    return claim
+
+
+def make(database_url: str, backend: ScriptedBackend, **settings: Any) -> tuple[Settings, BackendRegistry]:
+    s = Settings(_env_file=None, database_url=database_url, **settings)  # type: ignore[call-arg]
+    return s, BackendRegistry(s.backends, factory=lambda name, _settings: backend)
+
+
+def run(sessions, settings: Settings, registry: BackendRegistry, claim: Claim) -> JobStatus | None:  # noqa: ANN001
+    async def go() -> JobStatus | None:
+        try:
+            return await GenerationRunner(sessions, settings, registry).run(claim)
+        finally:
+            await registry.aclose()
+
+    return asyncio.run(go())
+
+
+def stored(sessions, job_id: int) -> tuple[GenerationJob, list[Item], list[GenerationReply]]:  # noqa: ANN001
+    with sessions() as session:
+        job = session.get(GenerationJob, job_id)
+        items = list(session.scalars(select(Item).where(Item.job_id == job_id).order_by(Item.id)))
+        replies = list(session.scalars(select(GenerationReply).where(GenerationReply.job_id == job_id)))
+        return job, items, replies
+
+
+def assert_consistent(job: GenerationJob, items: list[Item], replies: list[GenerationReply]) -> None:
+    """Counters, items and replies tell the same story."""
+    assert job.parsed == len(items) == sum(r.parsed for r in replies)
+    assert job.parsed == sum(job.filtered.values()) + job.duplicates + job.accepted
+    assert (
+        job.accepted
+        == sum(1 for i in items if i.status == ItemStatus.pending)
+        == sum(r.accepted for r in replies)
+    )
+    assert job.requests == len(replies) == len({r.request_no for r in replies})
+    assert job.errors == sum(1 for r in replies if r.error is not None)
+    assert job.raw == sum(r.raw for r in replies)
+
+
+def test_the_producer_keeps_n_requests_in_flight_and_the_books_balance(sessions, database_url: str) -> None:
+    backend = ScriptedBackend(distinct_tasks(), max_in_flight=8, delay=0.05)
+    settings, registry = make(database_url, backend)
+    claim = setup_job(sessions, settings, registry, count=120)
+    assert run(sessions, settings, registry, claim) == JobStatus.succeeded
+    job, items, replies = stored(sessions, claim.job_id)
+    assert backend.max_seen_in_flight == 8  # saturated, and never more than the backend's limit
+    assert 120 <= job.accepted < 120 + 5  # stops within one reply of the count
+    assert_consistent(job, items, replies)
+    assert all(i.reply_id is not None for i in items)
+
+
+def test_requests_still_in_flight_are_cancelled_once_the_count_is_reached(
+    sessions, database_url: str
+) -> None:
+    calls = itertools.count()
+    backend = ScriptedBackend(
+        distinct_tasks(), max_in_flight=6, delay=lambda _p: 0.01 if next(calls) < 2 else 30.0
+    )
+    settings, registry = make(database_url, backend)
+    claim = setup_job(sessions, settings, registry, count=10)
+    started = time.monotonic()
+    assert run(sessions, settings, registry, claim) == JobStatus.succeeded
+    assert time.monotonic() - started < 10
+    assert backend.cancelled >= 1  # the slow ones were abandoned, not awaited
+    job, items, replies = stored(sessions, claim.job_id)
+    assert job.accepted == 10 and len(replies) == 2
+    assert_consistent(job, items, replies)
+
+
+def test_a_failed_request_is_counted_and_the_job_goes_on(sessions, database_url: str) -> None:
+    good = distinct_tasks()
+    script = itertools.count()
+
+    def reply(prompt: str) -> Any:
+        n = next(script)
+        if n == 1:
+            return LLMRequestError("HTTP 400: this prompt is too long for the context window")
+        if n == 3:
+            return None  # content: null
+        return good(prompt)
+
+    backend = ScriptedBackend(reply, max_in_flight=1)
+    settings, registry = make(database_url, backend)
+    claim = setup_job(sessions, settings, registry, count=15)
+    assert run(sessions, settings, registry, claim) == JobStatus.succeeded
+    job, items, replies = stored(sessions, claim.job_id)
+    assert job.errors == 2 and job.accepted >= 15
+    assert job.last_error is not None and "content: null" in job.last_error
+    assert sorted(r.error for r in replies if r.error)[0].startswith("1 of 1 choice(s)") or any(
+        "too long" in (r.error or "") for r in replies
+    )
+    assert_consistent(job, items, replies)
+
+
+def test_errors_past_the_budget_fail_the_job_naming_the_cause(sessions, database_url: str) -> None:
+    backend = ScriptedBackend(
+        lambda _p: LLMUnavailableError("LLM server http://gpu:8000/v1 failed after 7 attempts: HTTP 503"),
+        max_in_flight=2,
+    )
+    settings, registry = make(database_url, backend)
+    claim = setup_job(sessions, settings, registry, count=50, max_errors=3)
+    assert run(sessions, settings, registry, claim) == JobStatus.failed
+    job, items, replies = stored(sessions, claim.job_id)
+    assert "error budget of 3" in job.error and "HTTP 503" in job.error
+    assert 4 <= job.errors <= 4 + 2 and job.accepted == 0  # the budget, plus what was in flight
+    assert_consistent(job, items, replies)
+
+
+def test_an_error_no_retry_can_fix_fails_the_job_at_once(sessions, database_url: str) -> None:
+    backend = ScriptedBackend(
+        lambda _p: LLMFatalError("not found (HTTP 404; unknown model or wrong base_url)"), max_in_flight=4
+    )
+    settings, registry = make(database_url, backend)
+    claim = setup_job(sessions, settings, registry, count=50)
+    assert run(sessions, settings, registry, claim) == JobStatus.failed
+    job, _, _ = stored(sessions, claim.job_id)
+    assert "unknown model" in job.error
+    assert len(backend.calls) <= 4  # the requests in flight when the first answer came, no more
+
+
+def test_cancel_stops_a_job_whose_requests_hang(sessions, database_url: str) -> None:
+    backend = ScriptedBackend(distinct_tasks(), max_in_flight=4, delay=60.0)
+    settings, registry = make(database_url, backend, job_lease_seconds=1.0)
+    claim = setup_job(sessions, settings, registry, count=50)
+
+    async def go() -> JobStatus | None:
+        task = asyncio.create_task(GenerationRunner(sessions, settings, registry).run(claim))
+        await asyncio.sleep(0.3)
+        with transaction(sessions) as session:
+            assert request_cancel(session, GenerationJob, claim.job_id) == JobStatus.running
+        return await asyncio.wait_for(task, timeout=10)
+
+    assert asyncio.run(go()) == JobStatus.cancelled
+    assert backend.cancelled == 4
+    job, _, _ = stored(sessions, claim.job_id)
+    assert job.status == JobStatus.cancelled and job.finished_at is not None
+
+
+def test_a_runner_that_lost_its_lease_stops_and_writes_nothing_more(sessions, database_url: str) -> None:
+    backend = ScriptedBackend(distinct_tasks(), max_in_flight=2, delay=0.05)
+    settings, registry = make(database_url, backend, job_lease_seconds=1.0)
+    claim = setup_job(sessions, settings, registry, count=10_000)
+
+    async def go() -> tuple[JobStatus | None, int]:
+        task = asyncio.create_task(GenerationRunner(sessions, settings, registry).run(claim))
+        await asyncio.sleep(0.5)
+        with transaction(sessions) as session:  # another worker took the job over
+            session.execute(
+                update(GenerationJob)
+                .where(GenerationJob.id == claim.job_id)
+                .values(worker_id="other", attempt=claim.attempt + 1)
+            )
+        with sessions() as session:
+            items_then = len(session.scalars(select(Item.id).where(Item.job_id == claim.job_id)).all())
+        return await asyncio.wait_for(task, timeout=10), items_then
+
+    status, items_then = asyncio.run(go())
+    assert status is None
+    job, items, _ = stored(sessions, claim.job_id)
+    assert len(items) == items_then  # not one write after the lease was lost
+    assert job.status == JobStatus.running and job.worker_id == "other"
+
+
+def request_seed(sessions, settings: Settings, job_id: int, number: int) -> int | None:  # noqa: ANN001
+    """The sampling seed request `number` of a job carries: it identifies the request among the calls."""
+    with sessions() as session:
+        job = session.get(GenerationJob, job_id)
+        seeds = list(session.scalars(select(SeedTask).where(SeedTask.dataset_id == job.dataset_id)))
+        params = resolve_params(job.params, settings, settings.backends[job.backend])
+        job_seed = job.seed
+    spec = RequestSpec(
+        mode=params.mode,
+        num_examples=params.num_examples,
+        tasks_per_prompt=params.tasks_per_prompt,
+        prompts_per_request=params.prompts_per_request,
+        language=params.language,
+        sampling=params.sampling(),
+    )
+    templates = {lang: load_templates(settings.prompts_dir, params.mode, lang) for lang in ("en", "zh")}
+    request = build_request(spec, templates, [example_of(s) for s in seeds], job_seed=job_seed, number=number)
+    return request.sampling.seed
+
+
+def test_a_resumed_job_never_repeats_a_request_it_stored(sessions, database_url: str) -> None:
+    backend = ScriptedBackend(distinct_tasks(), max_in_flight=3, delay=0.02)
+    settings, registry = make(database_url, backend)
+    claim = setup_job(sessions, settings, registry, count=600, seed=11)
+
+    async def first_run() -> None:
+        task = asyncio.create_task(GenerationRunner(sessions, settings, registry).run(claim))
+        await asyncio.sleep(0.5)
+        task.cancel()  # a worker stopping: the job goes back to the queue at once
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(first_run())
+    _, _, replies_before = stored(sessions, claim.job_id)
+    assert replies_before
+    with sessions() as session:
+        assert (
+            session.get(GenerationJob, claim.job_id).status == JobStatus.queued
+        )  # released, not left running
+    stored_seeds = {request_seed(sessions, settings, claim.job_id, r.request_no) for r in replies_before}
+    first_seeds = [call.params.seed for call in backend.calls]
+    assert stored_seeds <= set(first_seeds)  # the seeds do identify the requests
+    with transaction(sessions) as session:
+        second = claim_next(session, GenerationJob, "tester-2", 60, job_id=claim.job_id)
+    assert second is not None and second.attempt == 2
+    backend.calls.clear()
+    assert (
+        run(sessions, settings, BackendRegistry(settings.backends, factory=lambda n, s: backend), second)
+        == JobStatus.succeeded
+    )
+    assert not stored_seeds & {call.params.seed for call in backend.calls}  # nothing stored was asked again
+    job, items, replies = stored(sessions, claim.job_id)
+    assert_consistent(job, items, replies)
+    assert {r.request_no for r in replies} >= {r.request_no for r in replies_before}
+    assert {r.attempt for r in replies} == {1, 2}
+
+
+def test_model_text_with_nul_and_lone_surrogates_is_stored_clean(sessions, database_url: str) -> None:
+    dirty = json.dumps(
+        {
+            "tasks": [
+                {
+                    "instruction": "Explain\u0000 the \ud83d moon landing to a curious child.",
+                    "input": "\u0000",
+                    "output": "It was 1969 \udfff.",
+                }
+            ]
+        }
+    )
+    backend = ScriptedBackend([dirty], max_in_flight=1, cycle=True)
+    settings, registry = make(database_url, backend)
+    claim = setup_job(sessions, settings, registry, count=1)
+    assert run(sessions, settings, registry, claim) == JobStatus.succeeded
+    _, items, replies = stored(sessions, claim.job_id)
+    item = items[0]
+    assert item.instruction == "Explain the \ufffd moon landing to a curious child."
+    assert item.input == "" and item.output == "It was 1969 \ufffd."
+    assert "\x00" not in replies[0].choices[0]["text"]
