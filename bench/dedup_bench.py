@@ -1,7 +1,7 @@
 """Benchmark of Sprout's near-duplicate engine (greedy ROUGE-L dedup at threshold 0.7).
 
 What it measures, in one run:
-1. Time and peak memory of `sprout dedup`'s code path (app.dedup_file.dedup_file: read and validate the JSONL
+1. Time and peak memory of `sprout dedup`'s code path (app.dedup.file_dedup.dedup_file: read and validate the JSONL
    file, dedup, write kept lines and report) at 10K, 35K, 100K and 200K instructions, each size in a fresh
    subprocess, next to the peak RSS of an idle process that imported the same modules.
    10K is the first 10,000 real instructions, 35K all 35,516 of them; 100K and 200K add deterministic
@@ -108,13 +108,13 @@ def peak_rss_mb() -> float:
 
 
 def child_idle() -> dict:
-    import app.dedup_file  # noqa: F401 (the same imports as a real run)
+    import app.dedup.file_dedup  # noqa: F401 (the same imports as a real run)
 
     return {"peak_mb": peak_rss_mb()}
 
 
 def child_dedup(path: Path, options: str = "{}") -> dict:
-    from app.dedup_file import dedup_file
+    from app.dedup.file_dedup import dedup_file
 
     with tempfile.TemporaryDirectory() as out_dir:
         summary = dedup_file(
@@ -133,9 +133,9 @@ def child_dedup(path: Path, options: str = "{}") -> dict:
 
 
 def child_loop_lag(path: Path) -> dict:
-    from app.core.near_duplicates import NearDuplicateIndex
-    from app.dedup_file import read_texts
-    from app.generation.dedup_step import screen_candidates
+    from app.dedup import NearDuplicateIndex
+    from app.dedup.file_dedup import read_texts
+    from app.dedup.screening import screen_candidates
 
     texts = read_texts(path, "instruction")
     gaps: list[float] = []
@@ -205,7 +205,7 @@ def reference_greedy(texts: list[str], budget_seconds: float) -> tuple[list[bool
 
 
 def sprout_greedy(texts: list[str], repeats: int) -> tuple[list[bool], float]:
-    from app.core.near_duplicates import NearDuplicateIndex
+    from app.dedup import NearDuplicateIndex
 
     times, decisions = [], []
     for _ in range(repeats):
