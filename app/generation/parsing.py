@@ -233,7 +233,8 @@ TASKS_JSON_SCHEMA: dict[str, Any] = tasks_json_schema()
 
 _FENCE_RE = re.compile(r"^[ \t]*```[A-Za-z0-9_-]*[ \t]*$", re.MULTILINE)
 _TASKS_ARRAY_RE = re.compile(r'"tasks"\s*:\s*\[')
-_DECODER = json.JSONDecoder()
+# strict=False: models write raw newlines and tabs inside strings, and constrained decoders let them.
+_DECODER = json.JSONDecoder(strict=False)
 # Decode errors: malformed JSON, and nesting deeper than the interpreter's recursion limit ("[[[[...").
 _DECODE_ERRORS = (json.JSONDecodeError, RecursionError)
 # How many "{" or "[" that start no JSON value are tried before giving up: prose has a few, never this many,

@@ -19,6 +19,7 @@ class SequenceLimiter:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self._free = capacity
+        self.peak = 0  # the most units ever held at once: what the server's batch saw at its fullest
         self._waiters: list[asyncio.Future[None]] = []
 
     @property
@@ -37,6 +38,7 @@ class SequenceLimiter:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         self._free -= units
+        self.peak = max(self.peak, self.capacity - self._free)
         try:
             yield
         finally:

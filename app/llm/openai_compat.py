@@ -231,6 +231,11 @@ class OpenAICompatBackend:
         """Sequences in flight right now."""
         return self._limiter.in_flight
 
+    @property
+    def peak_in_flight(self) -> int:
+        """The most sequences ever in flight at once."""
+        return self._limiter.peak
+
     # -- requests with retries -------------------------------------------------------------------------------
 
     def _extra_body(self) -> dict[str, Any] | None:

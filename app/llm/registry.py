@@ -65,7 +65,8 @@ class BackendRegistry:
         async with self._lock:
             backend = self._backends.get(name)
             if backend is None:
-                backend = self._backends[name] = self._factory(name, settings)
+                # In a thread: the first use imports the SDK or loads llama.cpp, which would stall the loop.
+                backend = self._backends[name] = await asyncio.to_thread(self._factory, name, settings)
             return backend
 
     def loaded(self) -> list[str]:

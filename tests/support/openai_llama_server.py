@@ -100,8 +100,8 @@ class LlamaServer:
             raise OpenAIHTTPError(401, "Unauthorized: a valid API key is required", "AuthenticationError")
         if body.model != self.model_name:
             raise OpenAIHTTPError(404, f"The model `{body.model}` does not exist.", "NotFoundError", "model")
-        if body.n != 1:
-            raise OpenAIHTTPError(400, "only n=1 is supported by this server", "BadRequestError", "n")
+        if body.n > 8:
+            raise OpenAIHTTPError(400, "n: at most 8 choices per prompt on this server", "BadRequestError", "n")
         if body.stream:
             raise OpenAIHTTPError(
                 400, "streaming is not supported by this server", "BadRequestError", "stream"
@@ -138,21 +138,24 @@ class LlamaServer:
         if not prompts:
             raise OpenAIHTTPError(400, "prompt must not be empty", "BadRequestError", "prompt")
         choices, prompt_tokens, completion_tokens = [], 0, 0
-        for index, prompt in enumerate(prompts):
-            out = self.generate(
-                self.llama.create_completion, prompt=prompt, max_tokens=body.max_tokens, **self.sampling(body)
-            )
-            choice = out["choices"][0]
-            choices.append(
-                {
-                    "index": index,
-                    "text": choice["text"],
-                    "logprobs": None,
-                    "finish_reason": choice["finish_reason"],
-                }
-            )
-            prompt_tokens += out["usage"]["prompt_tokens"]
-            completion_tokens += out["usage"]["completion_tokens"]
+        sampling = self.sampling(body)
+        for prompt_index, prompt in enumerate(prompts):
+            for j in range(body.n):  # vLLM's and OpenAI's numbering: index = prompt_index * n + j
+                seed = sampling["seed"] + j
+                out = self.generate(
+                    self.llama.create_completion, prompt=prompt, max_tokens=body.max_tokens, **{**sampling, "seed": seed}
+                )
+                choice = out["choices"][0]
+                choices.append(
+                    {
+                        "index": prompt_index * body.n + j,
+                        "text": choice["text"],
+                        "logprobs": None,
+                        "finish_reason": choice["finish_reason"],
+                    }
+                )
+                prompt_tokens += out["usage"]["prompt_tokens"]
+                completion_tokens += out["usage"]["completion_tokens"]
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -164,28 +167,34 @@ class LlamaServer:
 
     def chat(self, request: Request, body: ChatRequest) -> dict[str, Any]:
         self.check(request, body)
-        out = self.generate(
-            self.llama.create_chat_completion,
-            messages=[m.model_dump() for m in body.messages],
-            max_tokens=body.max_completion_tokens or body.max_tokens,
-            response_format=_llama_response_format(body.response_format),
-            **self.sampling(body),
-        )
-        choice = out["choices"][0]
+        sampling = self.sampling(body)
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for j in range(body.n):
+            out = self.generate(
+                self.llama.create_chat_completion,
+                messages=[m.model_dump() for m in body.messages],
+                max_tokens=body.max_completion_tokens or body.max_tokens,
+                response_format=_llama_response_format(body.response_format),
+                **{**sampling, "seed": sampling["seed"] + j},
+            )
+            choice = out["choices"][0]
+            choices.append(
+                {
+                    "index": j,
+                    "message": {"role": "assistant", "content": choice["message"]["content"]},
+                    "logprobs": None,
+                    "finish_reason": choice["finish_reason"],
+                }
+            )
+            prompt_tokens += out["usage"]["prompt_tokens"]
+            completion_tokens += out["usage"]["completion_tokens"]
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": choice["message"]["content"]},
-                    "logprobs": None,
-                    "finish_reason": choice["finish_reason"],
-                }
-            ],
-            "usage": _usage(out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"]),
+            "choices": choices,
+            "usage": _usage(prompt_tokens, completion_tokens),
         }
 
 

@@ -1,28 +1,30 @@
-"""OpenAICompatBackend against REAL OpenAI-compatible HTTP servers serving the real embedded model.
+"""OpenAICompatBackend against REAL OpenAI-compatible HTTP servers serving the real embedded model, with
+requests sent concurrently, as a job sends them.
 
-Two servers: tests/support/openai_llama_server.py (vLLM's request shapes: prompt lists, json_schema) and
-llama-cpp-python's own server (one prompt per request, json_object + schema), which exercises the fallback.
+Two servers here: tests/support/openai_llama_server.py (the project's test server: vLLM's request shapes,
+prompt lists, json_schema, n) and llama-cpp-python's own server (one prompt per request, json_object + schema),
+which exercises the structured-output fallback under concurrency. vLLM itself: test_vllm.py.
+Assertions hold for any tokens the model writes on any CPU: shapes, counts, that the schema was applied.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
-from app.llm import ChatMessage, Completion, LLMRequestError, LLMUnavailableError, SamplingParams
+from app.core.config import BackendSettings
+from app.llm import ChatMessage, LLMFatalError, LLMUnavailableError, Reply, SamplingParams
 from app.llm.openai_compat import OpenAICompatBackend
 from tests.support.llm_schemas import assert_follows_tasks_schema, tasks_schema
 from tests.support.openai_server import RunningServer, free_port, running_openai_server
 
-# The session-scoped `openai_server` fixture is registered once for the whole suite in tests/conftest.py.
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-FAST_RETRIES: dict[str, Any] = {"backoff_initial": 0.01, "backoff_max": 0.05}
 SCHEMA = tasks_schema(max_items=1)
 CHAT = [
     ChatMessage("system", "You write new tasks for training an assistant. Answer in JSON."),
@@ -30,137 +32,122 @@ CHAT = [
 ]
 
 
-class CountingTransport(httpx.AsyncBaseTransport):
-    """The real HTTP transport, counting the requests that go through it."""
+class Recording(httpx2.AsyncBaseTransport):
+    """The real HTTP transport, keeping the body of every request that goes through it."""
 
     def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.requests: list[httpx.Request] = []
+        self.inner = httpx2.AsyncHTTPTransport()
+        self.bodies: list[dict[str, Any]] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.bodies.append(json.loads(request.content) if request.content else {})
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
-def complete(server: RunningServer, prompts: list[str], params: SamplingParams, **kwargs: Any) -> Any:
-    transport = CountingTransport()
-
-    async def go() -> list[Completion]:
-        config = server.llm_config(**kwargs.pop("config", {}))
-        async with OpenAICompatBackend(config, transport=transport, **FAST_RETRIES, **kwargs) as backend:
-            return await backend.complete(prompts, params)
-
-    return asyncio.run(go()), transport.requests
+def backend_for(settings: BackendSettings, recording: Recording | None = None) -> OpenAICompatBackend:
+    client = httpx2.AsyncClient(transport=recording or httpx2.AsyncHTTPTransport())
+    return OpenAICompatBackend("test", settings, http_client=client, backoff_initial=0.01)
 
 
-def test_server_lists_its_model(openai_server: RunningServer) -> None:
-    async def go() -> tuple[list[str], dict[str, Any]]:
-        async with OpenAICompatBackend(openai_server.llm_config()) as backend:
-            return await backend.list_models(), await backend.health()
+def concurrently(backend: OpenAICompatBackend, calls: list[Any]) -> list[Reply]:
+    async def go() -> list[Reply]:
+        try:
+            return list(await asyncio.gather(*(call(backend) for call in calls)))
+        finally:
+            await backend.aclose()
 
-    models, health = asyncio.run(go())
-    assert models == [openai_server.model] and health["ok"] is True
+    return asyncio.run(go())
 
 
-def test_a_list_of_three_prompts_goes_in_one_request(openai_server: RunningServer) -> None:
+def test_concurrent_chats_with_json_schema_and_n_follow_the_schema(openai_server: RunningServer) -> None:
+    recording = Recording()
+    backend = backend_for(openai_server.backend_settings(max_in_flight=4), recording)
+    params = SamplingParams(max_tokens=200, temperature=0.7, n=2)
+    replies = concurrently(backend, [lambda b: b.chat(CHAT, params, json_schema=SCHEMA)] * 3)
+    assert backend.peak_in_flight == 4  # two requests of n=2 at a time
+    for reply in replies:
+        assert len(reply.choices) == 2 and reply.completion_tokens > 0
+        for choice in reply.choices:
+            assert choice.text is not None
+            if choice.finish_reason == "stop":  # the grammar closed the JSON: it follows the schema
+                assert_follows_tasks_schema(choice.text, max_items=1)
+    assert all(b["response_format"]["type"] == "json_schema" for b in recording.bodies)
+
+
+def test_a_list_of_prompts_goes_in_one_request_and_comes_back_in_order(openai_server: RunningServer) -> None:
+    recording = Recording()
+    backend = backend_for(openai_server.backend_settings(), recording)
     prompts = ["The capital of France is", "1, 2, 3, 4,", "My favourite fruit is"]
-    results, requests = complete(openai_server, prompts, SamplingParams(max_tokens=8, temperature=0.0))
-    assert len(requests) == 1
-    assert len(results) == 3
-    assert all(r.text.strip() and r.finish_reason in ("stop", "length") for r in results)
-    assert all(r.completion_tokens > 0 for r in results)
-    # Prompt order is kept: greedy decoding of the counting prompt continues the count.
-    assert "5" in results[1].text
+    [reply] = concurrently(
+        backend, [lambda b: b.complete(prompts, SamplingParams(max_tokens=6, n=2, temperature=0.8))]
+    )
+    assert len(recording.bodies) == 1 and recording.bodies[0]["prompt"] == prompts
+    assert [c.prompt_index for c in reply.choices] == [0, 0, 1, 1, 2, 2]
+    assert all(c.text is not None and c.finish_reason in ("stop", "length") for c in reply.choices)
 
 
-def test_chat_with_json_schema_returns_json_following_it(openai_server: RunningServer) -> None:
-    async def go() -> list[Completion]:
-        async with OpenAICompatBackend(openai_server.llm_config(), **FAST_RETRIES) as backend:
-            params = SamplingParams(max_tokens=300, temperature=0.7, seed=5)
-            return await backend.chat([CHAT, CHAT], params, json_schema=SCHEMA)
-
-    results = asyncio.run(go())
-    assert len(results) == 2
-    for result in results:
-        assert result.finish_reason == "stop", result.text
-        assert_follows_tasks_schema(result.text, max_items=1)
-
-
-def test_unknown_model_is_a_request_error_without_retries(openai_server: RunningServer) -> None:
-    with pytest.raises(LLMRequestError, match="HTTP 404.*does not exist") as info:
-        complete(openai_server, ["x"], SamplingParams(max_tokens=2), config={"model": "no-such-model"})
-    assert "no-such-model" in str(info.value)
-
-
-def test_invalid_request_is_a_request_error_sent_once(openai_server: RunningServer) -> None:
-    transport = CountingTransport()
-
-    async def go() -> None:
-        async with OpenAICompatBackend(
-            openai_server.llm_config(), transport=transport, **FAST_RETRIES
-        ) as backend:
-            await backend.chat([CHAT], SamplingParams(max_tokens=2, temperature=5.0))
-
-    with pytest.raises(LLMRequestError, match="HTTP 400.*temperature"):
-        asyncio.run(go())
-    assert len(transport.requests) == 1
+def test_an_unknown_model_and_wrong_credentials_are_fatal_and_sent_once() -> None:
+    with running_openai_server(api_key="sesame") as server:
+        for settings, cause in [
+            (server.backend_settings(api_key="sesame", model="no-such-model"), "HTTP 404"),
+            (server.backend_settings(api_key="wrong"), "rejected the credentials"),
+        ]:
+            recording = Recording()
+            with pytest.raises(LLMFatalError, match=cause):
+                concurrently(
+                    backend_for(settings, recording), [lambda b: b.chat(CHAT, SamplingParams(max_tokens=2))]
+                )
+            assert len(recording.bodies) == 1
+        [reply] = concurrently(
+            backend_for(server.backend_settings(api_key="sesame")),
+            [lambda b: b.chat(CHAT, SamplingParams(max_tokens=2))],
+        )
+        assert len(reply.choices) == 1
 
 
 def test_a_server_that_is_down_is_unavailable_after_quick_retries() -> None:
     base_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    down = RunningServer(base_url, "SmolLM2-135M-Instruct")
+    settings = BackendSettings(kind="openai", base_url=base_url, max_retries=3, backoff_max=0.05)
     started = time.monotonic()
     with pytest.raises(LLMUnavailableError) as info:
-        complete(down, ["x"], SamplingParams(max_tokens=2), config={"max_retries": 3})
+        concurrently(backend_for(settings), [lambda b: b.complete(["x"], SamplingParams(max_tokens=2))])
     message = str(info.value)
-    assert f"{base_url}/completions" in message and "4 attempt" in message and "ConnectError" in message
+    assert base_url in message and "4 attempt" in message and "connection failed" in message
     assert time.monotonic() - started < 5
-
-
-def test_api_key_is_required_and_accepted() -> None:
-    with running_openai_server(api_key="sesame") as server:
-        results, _ = complete(server, ["Hi"], SamplingParams(max_tokens=2), config={"api_key": "sesame"})
-        assert len(results) == 1
-        with pytest.raises(LLMRequestError, match="HTTP 401"):
-            complete(server, ["Hi"], SamplingParams(max_tokens=2), config={"api_key": "wrong"})
 
 
 # -- llama-cpp-python's own server ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def llama_cpp_server() -> Iterator[RunningServer]:
-    with running_openai_server(implementation="llama_cpp") as server:
-        yield server
-
-
-def test_llama_cpp_server_gets_json_object_after_rejecting_json_schema(
-    llama_cpp_server: RunningServer,
-) -> None:
-    transport = CountingTransport()
-
-    async def go() -> tuple[list[Completion], str]:
-        config = llama_cpp_server.llm_config()
-        async with OpenAICompatBackend(config, transport=transport, **FAST_RETRIES) as backend:
-            params = SamplingParams(max_tokens=300, temperature=0.7, seed=5)
-            first = await backend.chat([CHAT], params, json_schema=SCHEMA)
-            second = await backend.chat([CHAT], params, json_schema=SCHEMA)
-            return first + second, backend.structured_output
-
-    results, style = asyncio.run(go())
-    assert style == "json_object"
-    assert len(transport.requests) == 3  # one rejected json_schema request, then json_object only
-    for result in results:
-        assert_follows_tasks_schema(result.text, max_items=1)
-
-
-def test_llama_cpp_server_completions_one_prompt_per_request(llama_cpp_server: RunningServer) -> None:
-    prompts = ["The capital of France is", "1, 2, 3, 4,"]
-    results, requests = complete(
-        llama_cpp_server, prompts, SamplingParams(max_tokens=6, temperature=0.0), max_batch=1
+def test_llama_cpp_server_concurrent_chats_all_switch_to_json_object(llama_cpp_server: RunningServer) -> None:
+    """Four requests in flight at once get the json_schema rejection together; each is re-sent as json_object
+    (until [3/8] the three that found the switch already made failed the whole batch)."""
+    recording = Recording()
+    backend = backend_for(llama_cpp_server.backend_settings(max_in_flight=4), recording)
+    params = SamplingParams(max_tokens=160, temperature=0.7)
+    replies = concurrently(backend, [lambda b: b.chat(CHAT, params, json_schema=SCHEMA)] * 4)
+    assert backend.structured_output == "json_object"
+    assert len(replies) == 4 and all(r.choices[0].text is not None for r in replies)
+    styles = [b["response_format"]["type"] for b in recording.bodies]
+    assert styles.count("json_object") == 4 and styles.count("json_schema") <= 4
+    assert all(
+        b["response_format"].get("schema") == SCHEMA
+        for b in recording.bodies
+        if b["response_format"]["type"] == "json_object"
     )
-    assert len(requests) == 2 and len(results) == 2
-    assert all(r.text.strip() for r in results)
+    for reply in replies:
+        if reply.choices[0].finish_reason == "stop":
+            assert_follows_tasks_schema(reply.choices[0].text or "", max_items=1)
+
+
+def test_llama_cpp_server_takes_one_prompt_per_request_concurrently(llama_cpp_server: RunningServer) -> None:
+    backend = backend_for(llama_cpp_server.backend_settings(max_batch=1, max_in_flight=2))
+    prompts = ["The capital of France is", "1, 2, 3, 4,"]
+    replies = concurrently(
+        backend, [lambda b, p=p: b.complete([p], SamplingParams(max_tokens=6)) for p in prompts]
+    )
+    assert backend.peak_in_flight == 2
+    assert all(len(r.choices) == 1 and r.choices[0].text is not None for r in replies)

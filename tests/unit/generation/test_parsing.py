@@ -385,3 +385,10 @@ def test_hostile_replies_parse_quickly(text: str) -> None:
 def test_bold_label_on_its_own_line_before_bold_text() -> None:
     text = " Name two pets.\n**4. Input:**\n**Cats** and *dogs*\n**4. Output:** *Cats* and dogs."
     assert numbered(text) == ([("Name two pets.", "**Cats** and *dogs*", "*Cats* and dogs.")], 0)
+
+
+def test_raw_newlines_inside_json_strings_are_read_as_text() -> None:
+    text = '{"tasks": [{"instruction": "Write a haiku\nabout rain.", "input": "", "output": "Drops\tfall."}]}'
+    text = text.replace("\\n", "\n").replace("\\t", "\t")  # real control characters, as models emit them
+    [item] = parse_json_tasks(text, finish_reason="stop").items
+    assert item.instruction == "Write a haiku\nabout rain." and item.output == "Drops\tfall."
