@@ -121,9 +121,11 @@ class Settings(BaseSettings):
     tasks_per_prompt: int = 5
     prompts_per_request: int = 4  # completions mode only: prompts in one /v1/completions request
 
-    # Near-duplicate filter defaults.
+    # Near-duplicate filter defaults. ROUGE-L > 0.7 is Self-Instruct's and Alpaca's rule. The fuzzy signal
+    # (rapidfuzz ratio >= cutoff, e.g. 90) is opt-in: its scan compares characters with every stored text of
+    # a similar length, which costs milliseconds per item once a dataset holds tens of thousands of items.
     rouge_threshold: float = 0.7
-    fuzzy_cutoff: float | None = 90.0
+    fuzzy_cutoff: float | None = None
 
     # What is kept of each raw reply (so a user can see why a reply yielded nothing).
     reply_log_chars: int = Field(default=8000, ge=0, le=1_000_000)

@@ -14,8 +14,9 @@ What each check reports about the neighbours:
   when no entry reaches the floor. A kept text's weaker neighbours are not searched for: finding them would
   mean scoring most of the index (see docs/BENCHMARKS.md for the cost of lowering the floor).
 - fuzzy_key / fuzzy_score: the best fuzzy match when it reaches the cut-off (rapidfuzz stops scoring below
-  it), else None. semantic_key / semantic_score: the nearest embedding, always (the scan is exhaustive
-  anyway).
+  it), else None; not searched for a text already found an exact or ROUGE-L duplicate (the scan is the
+  costliest step and could not change the verdict).
+- semantic_key / semantic_score: the nearest embedding, always (the scan is exhaustive anyway).
 - exact_key: the first stored entry with the same normalized text.
 Ties go to the entry added first.
 
@@ -268,9 +269,15 @@ class NearDuplicateIndex:
             p.seq if p.seq is not None else self._rouge.encode(p.tokens or [], grow=greedy) for p in block
         ]
         rouge = self._rouge.search_block(seqs)
-        fuzzy = (
-            self._fuzzy.best_many([p.normalized for p in block]) if self.fuzzy_cutoff is not None else None
-        )
+        fuzzy: list[tuple[int, float] | None] | None = None
+        if self.fuzzy_cutoff is not None:
+            # Scan only where it can still decide: the index already calls the others exact or ROUGE-L duplicates.
+            open_ = [q for q, p in enumerate(block) if not self._decided(p, rouge.index_best[q])]
+            fuzzy = [None] * len(block)
+            for q, found in zip(
+                open_, self._fuzzy.best_many([block[q].normalized for q in open_]), strict=True
+            ):
+                fuzzy[q] = found
         semantic = None
         if self._semantic is not None:
             matrix = np.stack([p.embedding for p in block])  # type: ignore[misc]
@@ -300,7 +307,10 @@ class NearDuplicateIndex:
             if fuzzy is not None:
                 if fuzzy[q] is not None:
                     fuzzy_key, fuzzy_score = keys[fuzzy[q][0]], fuzzy[q][1]  # type: ignore[index]
-                if greedy and kept:
+                decided = exact_key is not None or (
+                    nearest_score is not None and nearest_score > self.rouge_threshold
+                )
+                if greedy and kept and not decided:
                     within_f = self._fuzzy.best_among(p.normalized, [block[k].normalized for k in kept])
                     if within_f is not None and (fuzzy_score is None or within_f[1] > fuzzy_score):
                         fuzzy_key, fuzzy_score = block[kept[within_f[0]]].key, within_f[1]
@@ -337,6 +347,12 @@ class NearDuplicateIndex:
         for q in kept:
             self._store(block[q], seqs[q])
         return out
+
+    def _decided(self, p: _Prepared, rouge_best: tuple[int, float] | None) -> bool:
+        """Whether the index alone already makes `p` an exact or ROUGE-L duplicate (no fuzzy scan needed)."""
+        if p.digest is not None and p.digest in self._digests:
+            return True
+        return rouge_best is not None and rouge_best[1] > self.rouge_threshold
 
     def _signal(
         self,

@@ -64,7 +64,12 @@ class GenerationParams(BaseModel):
         description="Seeds example sampling and the model; default: drawn at random and stored.",
     )
     rouge_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
-    fuzzy_cutoff: float | None = Field(default=None, gt=0.0, le=100.0)
+    fuzzy_cutoff: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=100.0,
+        description="Fuzzy signal: rapidfuzz ratio at or above it is a duplicate; 0 turns it off.",
+    )
 
 
 class ResolvedParams(BaseModel):
@@ -125,5 +130,5 @@ def resolve_params(
         max_tokens=params.max_tokens or settings.max_tokens,
         presence_penalty=params.presence_penalty or 0.0,
         rouge_threshold=params.rouge_threshold or settings.rouge_threshold,
-        fuzzy_cutoff=params.fuzzy_cutoff if params.fuzzy_cutoff is not None else settings.fuzzy_cutoff,
+        fuzzy_cutoff=settings.fuzzy_cutoff if params.fuzzy_cutoff is None else (params.fuzzy_cutoff or None),
     )

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
 from tenacity import (
@@ -50,7 +51,6 @@ from app.llm.limits import SequenceLimiter
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 _MAX_ERROR_CHARS = 500
 _TRANSIENT_STATUSES = frozenset({408, 409, 429})
 
@@ -125,8 +125,8 @@ class OpenAICompatBackend:
                 f"{len(prompts)} prompts in one request; this backend takes at most {self.info.max_batch}"
             )
         async with self._limiter.hold(len(prompts) * params.n):
-            response = await self._call(
-                lambda: self._client.completions.create(
+            data = await self._call(
+                lambda: self._client.completions.with_raw_response.create(
                     model=self.settings.model,
                     prompt=prompts,
                     **_sampling(params),
@@ -134,18 +134,18 @@ class OpenAICompatBackend:
                     extra_headers=self._extra_headers,
                 )
             )
-        choices = sorted(response.choices or [], key=lambda c: c.index)
-        if [c.index for c in choices] != list(range(len(prompts) * params.n)):
-            raise LLMRequestError(
-                f"{self.base_url}/completions returned choices {[c.index for c in choices]} "
-                f"for {len(prompts)} prompt(s) x n={params.n}"
-            )
+        url = f"{self.base_url}/completions"
+        choices = _choices(data, url, expected=len(prompts) * params.n)
         return Reply(
             choices=[
-                Choice(text=c.text, finish_reason=c.finish_reason, prompt_index=c.index // params.n)
+                Choice(
+                    text=_text(c.get("text")),
+                    finish_reason=c.get("finish_reason"),
+                    prompt_index=c["index"] // params.n,
+                )
                 for c in choices
             ],
-            **_usage(response),
+            **_usage(data),
         )
 
     async def chat(
@@ -158,7 +158,7 @@ class OpenAICompatBackend:
 
         def send(style: str | None) -> Callable[[], Awaitable[Any]]:
             extra = {} if style is None else {"response_format": _response_format(json_schema or {}, style)}
-            return lambda: self._client.chat.completions.create(
+            return lambda: self._client.chat.completions.with_raw_response.create(
                 model=self.settings.model,
                 messages=body_messages,  # type: ignore[arg-type]
                 **_sampling(params),
@@ -169,11 +169,11 @@ class OpenAICompatBackend:
 
         async with self._limiter.hold(params.n):
             if json_schema is None:
-                response = await self._call(send(None))
+                data = await self._call(send(None))
             else:
                 style = self._format
                 try:
-                    response = await self._call(send(style))
+                    data = await self._call(send(style))
                 except ServerRejectedError as exc:
                     if not (
                         style == "json_schema" and self._configured_format == "auto" and _rejects_format(exc)
@@ -186,18 +186,16 @@ class OpenAICompatBackend:
                             exc.server_message,
                         )
                         self._format = "json_object"
-                    response = await self._call(send("json_object"))
-        choices = sorted(response.choices or [], key=lambda c: c.index)
-        if len(choices) != params.n:
-            raise LLMRequestError(
-                f"{self.base_url}/chat/completions returned {len(choices)} choices for n={params.n}"
-            )
+                    data = await self._call(send("json_object"))
+        choices = _choices(data, f"{self.base_url}/chat/completions", expected=params.n)
         return Reply(
             choices=[
-                Choice(text=c.message.content if c.message else None, finish_reason=c.finish_reason)
+                Choice(
+                    text=_text((c.get("message") or {}).get("content")), finish_reason=c.get("finish_reason")
+                )
                 for c in choices
             ],
-            **_usage(response),
+            **_usage(data),
         )
 
     async def health(self) -> dict[str, Any]:
@@ -241,7 +239,9 @@ class OpenAICompatBackend:
     def _extra_body(self) -> dict[str, Any] | None:
         return dict(self.settings.extra_body) or None
 
-    async def _call(self, send: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, send: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+        """Send with retries; the reply's JSON body. The SDK's raw response is read as plain JSON: building its
+        pydantic models for every reply cost more CPU than everything else Sprout does with a reply."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=self._wait,
@@ -253,7 +253,19 @@ class OpenAICompatBackend:
             async for attempt in retrying:
                 with attempt:
                     async with asyncio.timeout(self.settings.timeout):  # the whole exchange, not each phase
-                        return await send()
+                        raw = await send()
+                        body = raw.http_response.content
+                    try:
+                        data = json.loads(body)
+                    except ValueError:
+                        raise LLMRequestError(
+                            f"LLM server {self.base_url} sent a body that is not JSON: {body[:200]!r}"
+                        ) from None
+                    if not isinstance(data, dict):
+                        raise LLMRequestError(
+                            f"LLM server {self.base_url} sent JSON that is not an object: {body[:200]!r}"
+                        )
+                    return data
         except TimeoutError:
             raise LLMUnavailableError(
                 f"LLM server {self.base_url}: no answer within {self.settings.timeout:g} s "
@@ -437,10 +449,27 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _usage(response: Any) -> dict[str, int]:
-    usage = getattr(response, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", 0) if usage is not None else 0
-    completion = getattr(usage, "completion_tokens", 0) if usage is not None else 0
+def _choices(data: dict[str, Any], url: str, *, expected: int) -> list[dict[str, Any]]:
+    """The choices in index order, checked: one per prompt and per n, numbered 0..expected-1."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise LLMRequestError(f"{url} returned no list of choices: {str(data)[:200]}")
+    indices = [c.get("index", i) for i, c in enumerate(choices)]
+    if sorted(i for i in indices if isinstance(i, int)) != list(range(expected)):
+        raise LLMRequestError(f"{url} returned choices {indices} where {expected} were expected")
+    for choice, index in zip(choices, indices, strict=True):
+        choice["index"] = index
+    return sorted(choices, key=lambda c: c["index"])
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _usage(data: dict[str, Any]) -> dict[str, int]:
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     return {
         "prompt_tokens": prompt if isinstance(prompt, int) and prompt >= 0 else 0,
         "completion_tokens": completion if isinstance(completion, int) and completion >= 0 else 0,

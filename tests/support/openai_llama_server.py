@@ -101,7 +101,9 @@ class LlamaServer:
         if body.model != self.model_name:
             raise OpenAIHTTPError(404, f"The model `{body.model}` does not exist.", "NotFoundError", "model")
         if body.n > 8:
-            raise OpenAIHTTPError(400, "n: at most 8 choices per prompt on this server", "BadRequestError", "n")
+            raise OpenAIHTTPError(
+                400, "n: at most 8 choices per prompt on this server", "BadRequestError", "n"
+            )
         if body.stream:
             raise OpenAIHTTPError(
                 400, "streaming is not supported by this server", "BadRequestError", "stream"
@@ -143,7 +145,10 @@ class LlamaServer:
             for j in range(body.n):  # vLLM's and OpenAI's numbering: index = prompt_index * n + j
                 seed = sampling["seed"] + j
                 out = self.generate(
-                    self.llama.create_completion, prompt=prompt, max_tokens=body.max_tokens, **{**sampling, "seed": seed}
+                    self.llama.create_completion,
+                    prompt=prompt,
+                    max_tokens=body.max_tokens,
+                    **{**sampling, "seed": seed},
                 )
                 choice = out["choices"][0]
                 choices.append(

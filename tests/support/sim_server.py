@@ -62,6 +62,7 @@ class SimOptions:
     pool: str | None = None  # JSONL or JSONL.gz of {"instruction": ...}; None: a small built-in pool
     pool_size: int | None = None  # use only the first K usable pool lines
     mutate_rate: float = 0.0  # chance that a task's instruction gets one word swapped or replaced
+    rewrite_rate: float = 0.0  # share of an instruction's words replaced by pool words: new tasks, real shape
     seed: int = 0
     latency: LatencyKind = "zero"
     median: float = 1.0  # lognormal latency: median seconds per request
@@ -181,11 +182,12 @@ def _take_usable(lines: Iterator[str] | IO[str], size: int | None) -> list[str]:
 class TaskMaker:
     """Turns pool instructions into tasks; all randomness comes from the caller's `random.Random`."""
 
-    def __init__(self, pool: Sequence[str], mutate_rate: float = 0.0) -> None:
+    def __init__(self, pool: Sequence[str], mutate_rate: float = 0.0, rewrite_rate: float = 0.0) -> None:
         if not pool:
             raise ValueError("the instruction pool is empty (no usable lines)")
         self.pool = list(pool)
         self.mutate_rate = mutate_rate
+        self.rewrite_rate = rewrite_rate
         vocabulary = {word.lower() for text in self.pool for word in _VOCAB_RE.findall(text)}
         self.vocabulary = sorted(vocabulary) or ["simply"]
 
@@ -196,6 +198,8 @@ class TaskMaker:
         return [self.task(rng, self.pool[i]) for i in picks]
 
     def task(self, rng: random.Random, instruction: str) -> dict[str, str]:
+        if self.rewrite_rate:
+            instruction = self.rewrite(rng, instruction)
         if self.mutate_rate and rng.random() < self.mutate_rate:
             instruction = self.mutate(rng, instruction)
         task_input = rng.choice(_SHORT_INPUTS) if rng.random() < _INPUT_RATE else ""
@@ -203,6 +207,16 @@ class TaskMaker:
         # trimmed by the parser, and the item would no longer read back as it was sent.
         output = "Answer: " + (" ".join(_PLAIN_WORD_RE.findall(instruction)[:8]) or "yes")
         return {"instruction": instruction, "input": task_input, "output": output}
+
+    def rewrite(self, rng: random.Random, instruction: str) -> str:
+        """Replace each word with a pool word with probability `rewrite_rate`: a task no index holds yet,
+        with the length and style of a real one (what a strong model's new tasks look like to the index)."""
+        words = [
+            rng.choice(self.vocabulary) if rng.random() < self.rewrite_rate else w
+            for w in instruction.split()
+        ]
+        rewritten = " ".join(words)
+        return rewritten if list_safe(rewritten) else instruction
 
     def mutate(self, rng: random.Random, instruction: str) -> str:
         """Swap two adjacent words or replace one with a pool word, keeping the whitespace between words.
@@ -584,7 +598,8 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 def build_app(options: SimOptions) -> SimApp:
-    return SimApp(options, TaskMaker(load_pool(options.pool, options.pool_size), options.mutate_rate))
+    pool = load_pool(options.pool, options.pool_size)
+    return SimApp(options, TaskMaker(pool, options.mutate_rate, options.rewrite_rate))
 
 
 def serve(options: SimOptions, sock: socket.socket) -> None:
@@ -611,6 +626,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SimOptions, argparse.
     parser.add_argument("--pool", default=None, help="JSONL(.gz) of {'instruction': ...}; default: built-in")
     parser.add_argument("--pool-size", type=int, default=None, help="use only the first K usable lines")
     parser.add_argument("--mutate-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--rewrite-rate",
+        type=float,
+        default=0.0,
+        help="replace this share of words: novel tasks, real shapes",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency", choices=("zero", "lognormal"), default="zero")
     parser.add_argument("--median", type=float, default=1.0, help="lognormal: median seconds")
@@ -620,8 +641,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SimOptions, argparse.
     ns = parser.parse_args(argv)
     if ns.latency == "lognormal" and (ns.median <= 0 or ns.sigma < 0):
         parser.error("lognormal latency needs --median > 0 and --sigma >= 0")
-    if not 0.0 <= ns.mutate_rate <= 1.0:
-        parser.error("--mutate-rate must be within 0..1")
+    if not 0.0 <= ns.mutate_rate <= 1.0 or not 0.0 <= ns.rewrite_rate <= 1.0:
+        parser.error("--mutate-rate and --rewrite-rate must be within 0..1")
     names = {item.name for item in fields(SimOptions)}
     return SimOptions(**{k: v for k, v in vars(ns).items() if k in names}), ns
 

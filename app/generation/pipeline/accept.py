@@ -179,20 +179,22 @@ class AcceptStep:
             dict[str, Any]
         ] = []  # each with "_reply" (position) and "_key" (new index key or None)
         checks: list[DuplicateCheck | None] = []
+        # One greedy pass over the whole batch, in reply order (vectorised blocks beat many small calls). If the
+        # count is reached part-way, the index also holds texts of replies not stored: the job ends there.
+        passing = [c for reply in replies for c in reply.candidates if c.reason is None]
+        first_key = self._next_key
+        self._next_key += len(passing)
+        verdicts = iter(
+            self._index.check_and_add_many(
+                [(("new", first_key + i), c.item.instruction) for i, c in enumerate(passing)]
+            )
+        )
+        key_iter = iter(range(first_key, first_key + len(passing)))
         stored = 0
         for reply in replies:
             if counters.accepted >= self._count:
                 break
             stored += 1
-            passing = [c for c in reply.candidates if c.reason is None]
-            keys = list(range(self._next_key, self._next_key + len(passing)))
-            self._next_key += len(passing)
-            verdicts = iter(
-                self._index.check_and_add_many(
-                    [(("new", k), c.item.instruction) for k, c in zip(keys, passing, strict=True)]
-                )
-            )
-            key_iter = iter(keys)
             accepted_here = 0
             for candidate in reply.candidates:
                 # Every row has every key: an executemany INSERT takes its columns from the first row.

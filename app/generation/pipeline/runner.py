@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[dict[str, object]], None]
 MAX_REPLIES_PER_ACCEPT = 512
+# Candidates per accept transaction: enough to amortise a commit, few enough that the write lock (on SQLite,
+# the whole database's) is never held for long, so heartbeats and the API's writes wait milliseconds, not seconds.
+MAX_CANDIDATES_PER_ACCEPT = 400
 
 
 class Ending(enum.Enum):
@@ -366,8 +369,14 @@ class _JobRun:
             batch = [first]
         else:
             batch = [self._queue.get_nowait()]
-        while not self._queue.empty() and len(batch) < MAX_REPLIES_PER_ACCEPT:
+        candidates = len(batch[0].candidates)
+        while (
+            not self._queue.empty()
+            and len(batch) < MAX_REPLIES_PER_ACCEPT
+            and candidates < MAX_CANDIDATES_PER_ACCEPT
+        ):
             batch.append(self._queue.get_nowait())
+            candidates += len(batch[-1].candidates)
         return batch
 
     async def _wait_for_reply(self) -> ScreenedReply | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import random
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from rouge_score import rouge_scorer
 from app.dedup import FUZZY_SCORERS, DuplicateCheck, Embedder, NearDuplicateIndex
 from app.dedup import index as index_module
 from app.dedup import rouge_index as rouge_index_module
+from app.dedup.fuzzy import FuzzyStore
 from app.dedup.normalize import normalize_text
 from app.dedup.rouge import f1_from_lcs, rouge_l_f1
 from app.dedup.rouge_index import RougeLIndex
@@ -287,12 +289,15 @@ def test_fuzzy_scorers_and_cutoff() -> None:
     with pytest.raises(ValueError, match="'no_such_scorer'"):
         NearDuplicateIndex(fuzzy_cutoff=80, fuzzy_scorer="no_such_scorer")
     for name in FUZZY_SCORERS:  # every scorer gives 100 to texts equal after normalization
-        index = NearDuplicateIndex(fuzzy_cutoff=100, fuzzy_scorer=name, exact=False)
+        # rouge_threshold 1.0: ROUGE-L never fires, so the fuzzy signal is the one that decides (and is searched).
+        index = NearDuplicateIndex(rouge_threshold=1.0, fuzzy_cutoff=100, fuzzy_scorer=name, exact=False)
         index.add(0, "List three prime numbers")
         check = index.query("LIST three \n prime numbers")
         assert (check.fuzzy_key, check.fuzzy_score) == (0, 100.0)
         assert index.query("list three prime numbers!").fuzzy_score in (None, 100.0)
-    token_set = NearDuplicateIndex(fuzzy_cutoff=95, fuzzy_scorer="token_set_ratio", exact=False)
+    token_set = NearDuplicateIndex(
+        rouge_threshold=1.0, fuzzy_cutoff=95, fuzzy_scorer="token_set_ratio", exact=False
+    )
     token_set.add(0, "prime numbers list three")
     check = token_set.query("list three prime numbers")
     assert check.signal == "fuzzy" and check.fuzzy_score == 100.0
@@ -407,3 +412,31 @@ def test_concurrent_use_keeps_the_greedy_invariants() -> None:
         for _, text in job:
             assert max(rouge_l_f1(tokenize(text), tokenize(k)) for k in kept) > 0.7 or text in kept
     assert len(index) == len(kept)
+
+
+def test_the_fuzzy_scan_is_skipped_where_rouge_l_already_decided() -> None:
+    index = NearDuplicateIndex(rouge_threshold=0.7, fuzzy_cutoff=80)
+    index.add("a", "Write a short poem about the sea at night")
+    rouge_dup = index.query("Write a short poem about the sea at dawn")
+    assert rouge_dup.signal == "rouge_l" and rouge_dup.fuzzy_score is None
+    fuzzy_dup = index.query("Wrte a shrt poam abot the sae at nigth")
+    assert fuzzy_dup.signal == "fuzzy" and fuzzy_dup.fuzzy_key == "a"
+
+
+def test_the_length_band_of_ratio_equals_a_full_scan_on_real_texts(shared_data: Path) -> None:
+    """The banded "ratio" search against rapidfuzz over every stored text: same match, same score, same ties."""
+    with gzip.open(shared_data / "bench_instructions.jsonl.gz", "rt", encoding="utf-8") as handle:
+        texts = [
+            normalize_text(json.loads(line)["instruction"])
+            for _, line in zip(range(4000), handle, strict=False)
+        ]
+    rng = random.Random(5)
+    queries = [t[: rng.randint(1, len(t))] + t[rng.randint(0, len(t)) :] for t in rng.sample(texts, 300)]
+    queries += rng.sample(texts, 100) + ["", "x"]
+    for cutoff in (70.0, 85.0, 90.0, 97.0):
+        banded, full = FuzzyStore("ratio", cutoff), FuzzyStore("ratio", cutoff)
+        full._banded = False  # the plain full scan, as every other scorer does it
+        for text in [*texts, ""]:
+            banded.add(text)
+            full.add(text)
+        assert banded.best_many(queries) == full.best_many(queries)
