@@ -46,7 +46,11 @@ def has_cjk(text: str) -> bool:
 
 def cjk_ratio(text: str) -> float:
     """Share of CJK characters among the tokens of a text (0.0 for a text with no tokens)."""
-    tokens = tokenize(text)
+    return cjk_share(tokenize(text))
+
+
+def cjk_share(tokens: list[str]) -> float:
+    """cjk_ratio of already tokenized text: a token is ASCII letters and digits, or one CJK character."""
     if not tokens:
         return 0.0
-    return sum(1 for t in tokens if _CJK_RE.fullmatch(t)) / len(tokens)
+    return sum(1 for t in tokens if not t.isascii()) / len(tokens)

@@ -106,6 +106,7 @@ class Item(Base):
     __tablename__ = "item"
     __table_args__ = (
         Index("ix_item_dataset_status_id", "dataset_id", "status", "id"),
+        Index("ix_item_dataset_id_id", "dataset_id", "id"),  # the accept step's catch-up: new rows only
         Index("ix_item_job_id", "job_id"),
         CheckConstraint("(status = 'filtered') = (filter_reason IS NOT NULL)", name="filtered_has_reason"),
         CheckConstraint(

@@ -3,7 +3,7 @@
 - generation_job: backend (a configured name), seed (per-request sampling derives from it), requests, errors,
   last_error; token counters become 64-bit.
 - generation_reply: one row per request (its raw texts, clipped, or its error).
-- item.reply_id: which reply an item came from.
+- item.reply_id: which reply an item came from; an index on (dataset_id, id) for the accept step's catch-up.
 - CHECK constraints on every status, counter and score (until now the schema documented them but had none).
 
 Revision ID: 0002
@@ -97,6 +97,8 @@ def upgrade() -> None:
         )
         for name, condition in ITEM_CHECKS.items():
             batch.create_check_constraint(name, condition)
+        # The accept step's catch-up reads `dataset_id = ? AND id > ?`: a range scan of the new rows only.
+        batch.create_index("ix_item_dataset_id_id", ["dataset_id", "id"], unique=False)
 
     with op.batch_alter_table("seed_task") as batch:
         batch.create_check_constraint("instruction_not_empty", "length(instruction) > 0")
@@ -110,6 +112,7 @@ def downgrade() -> None:
     with op.batch_alter_table("seed_task") as batch:
         batch.drop_constraint(op.f("ck_seed_task_instruction_not_empty"), type_="check")
     with op.batch_alter_table("item") as batch:
+        batch.drop_index("ix_item_dataset_id_id")
         for name in ITEM_CHECKS:
             batch.drop_constraint(op.f(f"ck_item_{name}"), type_="check")
         batch.drop_constraint(op.f("fk_item_reply_id_generation_reply"), type_="foreignkey")

@@ -221,15 +221,20 @@ class _JobRun:
         counters = self._accept.counters
         if counters.accepted >= self._ctx.params.count:  # resumed after its last batch, before finishing
             return await self._runner._finish(self._claim, JobStatus.succeeded)
-        await asyncio.to_thread(self._accept.load)
-        producer = asyncio.create_task(self._produce(), name=f"job-{self._claim.job_id}-producer")
-        heartbeat = asyncio.create_task(self._heartbeat(), name=f"job-{self._claim.job_id}-heartbeat")
         try:
-            await self._accept_loop()
+            await asyncio.to_thread(self._accept.load)
+            producer = asyncio.create_task(self._produce(), name=f"job-{self._claim.job_id}-producer")
+            heartbeat = asyncio.create_task(self._heartbeat(), name=f"job-{self._claim.job_id}-heartbeat")
+            try:
+                await self._accept_loop()
+            finally:
+                self._end(
+                    Ending.lease_lost
+                )  # no-op when an ending is already set; stops the producer otherwise
+                heartbeat.cancel()
+                await asyncio.gather(producer, heartbeat, return_exceptions=True)
         finally:
-            self._end(Ending.lease_lost)  # no-op when an ending is already set; stops the producer otherwise
-            heartbeat.cancel()
-            await asyncio.gather(producer, heartbeat, return_exceptions=True)
+            await asyncio.shield(asyncio.to_thread(self._accept.close))
         return await self._conclude()
 
     async def _conclude(self) -> JobStatus | None:
