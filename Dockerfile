@@ -1,6 +1,6 @@
-# Sprout with the embedded CPU model and SQLite by default. For production, point it at a vLLM server:
-#   docker run -p 8000:8000 -e SPROUT_LLM__BACKEND=openai_compat -e SPROUT_LLM__BASE_URL=http://vllm:8000/v1 \
-#     -e SPROUT_LLM__MODEL=my-model -e SPROUT_DATABASE_URL=postgresql://... sprout
+# Sprout with the embedded CPU model and SQLite by default. For production, name a vLLM server as a backend:
+#   docker run -p 8000:8000 -e SPROUT_DATABASE_URL=postgresql://... -e SPROUT_DEFAULT_BACKEND=vllm \
+#     -e SPROUT_BACKENDS='{"vllm": {"kind": "openai", "base_url": "http://vllm:8000/v1", "model": "my-model"}}' sprout
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*

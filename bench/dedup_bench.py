@@ -14,7 +14,8 @@ What it measures, in one run:
    ratio, and whether every keep/drop decision is identical. A second, shorter comparison on a prefix of the
    file in its own order (templates make near-duplicates dense there) checks the decisions where most records
    are dropped.
-3. The event-loop lag while the generation pipeline's dedup step (screen_candidates) dedups the 35K set: a
+3. The event-loop lag while the generation pipeline's accept-step index (app.dedup.remote.IndexProcess, in a
+   child process, called from a worker thread in chunks of 400 as the accept step does) dedups the 35K set: a
    heartbeat coroutine sleeps 1 ms at a time and the largest gap between its ticks is reported.
 
 Usage (from the repository root):
@@ -133,9 +134,8 @@ def child_dedup(path: Path, options: str = "{}") -> dict:
 
 
 def child_loop_lag(path: Path) -> dict:
-    from app.dedup import NearDuplicateIndex
     from app.dedup.file_dedup import read_texts
-    from app.dedup.screening import screen_candidates
+    from app.dedup.remote import IndexProcess
 
     texts = read_texts(path, "instruction")
     gaps: list[float] = []
@@ -152,9 +152,12 @@ def child_loop_lag(path: Path) -> dict:
         stop = asyncio.Event()
         beat = asyncio.create_task(heartbeat(stop))
         started = time.perf_counter()
-        checks = await screen_candidates(
-            NearDuplicateIndex(rouge_threshold=THRESHOLD), list(enumerate(texts))
-        )
+        index = IndexProcess(rouge_threshold=THRESHOLD)
+        pairs = list(enumerate(texts))
+        checks = []
+        for start in range(0, len(pairs), 400):
+            checks += await asyncio.to_thread(index.check_and_add_many, pairs[start : start + 400])
+        index.close()
         elapsed = time.perf_counter() - started
         stop.set()
         await beat
@@ -298,7 +301,7 @@ def main() -> None:
             print(f"  {label} on {items} items: {row['seconds']:.2f} s, kept {row['kept']}", flush=True)
         lag = run_child("lag", real_file)
         print(
-            f"  event loop during screen_candidates on {len(real)} items: "
+            f"  event loop while the accept-step index dedups {len(real)} items: "
             f"max gap {lag['max_loop_lag_ms']:.1f} ms "
             f"(p99 {lag['p99_loop_lag_ms']:.1f} ms) over {lag['seconds']:.1f} s",
             flush=True,

@@ -15,7 +15,7 @@ pipeline's own ceiling. Everything is measured side by side in one run (these ma
     (over the span of the stored replies), on SQLite and on PostgreSQL.
 
 Usage (from the repository root; PostgreSQL as in the tests, SPROUT_TEST_POSTGRES_URL):
-    .venv/bin/python bench/generation_bench.py [--rounds 2] [--skip-vllm]
+    .venv/bin/python bench/generation_bench.py [--rounds 2] [--only ceiling|sim|vllm ...]
 Writes bench/results/generation.json and prints a summary.
 """
 
@@ -343,7 +343,11 @@ def vllm(n: int, prompts: int, rounds: int, tokens: int) -> dict[str, Any]:
     # Completions mode: with fixed output lengths (vLLM ignores min_tokens once a JSON schema is satisfied, and
     # ignore_eos makes it write past the JSON), and default job parameters otherwise (4 prompts per request).
     params = GenerationParams(count=1_000_000, max_prompts=prompts, max_tokens=tokens)
-    with running_vllm_server(checkpoint, "SmolLM2-135M-Instruct") as server:
+    # Prefix caching off: the bare client replays prompts the Sprout job sent minutes before, which a warm cache
+    # would answer with no prefill at all. Off, both sides pay for every prompt.
+    with running_vllm_server(
+        checkpoint, "SmolLM2-135M-Instruct", extra_args=["--no-enable-prefix-caching"]
+    ) as server:
         backend = BackendSettings(
             kind="openai",
             base_url=server.base_url,
@@ -389,6 +393,9 @@ def vllm(n: int, prompts: int, rounds: int, tokens: int) -> dict[str, Any]:
     return result
 
 
+SECTIONS = ("ceiling", "sim", "vllm")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2, help="alternating A/B rounds per comparison")
@@ -397,40 +404,50 @@ def main() -> None:
     parser.add_argument("--vllm-n", type=int, default=16)
     parser.add_argument("--vllm-prompts", type=int, default=64, help="prompts per vLLM job (4 waves of N=16)")
     parser.add_argument("--vllm-tokens", type=int, default=64)
-    parser.add_argument("--skip-vllm", action="store_true")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run these sections (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    started = time.perf_counter()
-    results: dict[str, Any] = {
-        "date": date.today().isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-    }
-    print("(d) ceiling", flush=True)
-    results["ceiling_sqlite"] = ceiling("sqlite", args.ceiling_repeats)
-    results["ceiling_postgres"] = ceiling("postgres", args.ceiling_repeats)
-    print("(c) simulated server", flush=True)
-    results["sim_16"] = simulated(16, args.sim_requests, args.rounds)
-    results["sim_64"] = simulated(64, args.sim_requests, args.rounds)
-    if not args.skip_vllm:
-        print("(a)/(b) vLLM", flush=True)
-        results["vllm"] = vllm(args.vllm_n, args.vllm_prompts, args.rounds, args.vllm_tokens)
+    sections = args.only or list(SECTIONS)
+    # Sections run alone merge into the existing results; each is written as soon as it is done.
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.only and args.out.is_file() else {}
     results.update(
         {
-            "vllm_ratio": results["vllm"]["ratio"] if "vllm" in results else None,
-            "vllm_running_fraction": results["vllm"]["running_fraction"] if "vllm" in results else None,
-            "sim_ratio_16": results["sim_16"]["ratio"],
-            "sim_ratio_64": results["sim_64"]["ratio"],
-            "ceiling_items_per_s": results["ceiling_sqlite"]["items_per_s"],
-            "ceiling_items_per_s_postgres": results["ceiling_postgres"]["items_per_s"],
-            "total_seconds": round(time.perf_counter() - started, 1),
+            "date": date.today().isoformat(),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
         }
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+    def save() -> None:
+        summary = {
+            "vllm_ratio": results.get("vllm", {}).get("ratio"),
+            "vllm_running_fraction": results.get("vllm", {}).get("running_fraction"),
+            "sim_ratio_16": results.get("sim_16", {}).get("ratio"),
+            "sim_ratio_64": results.get("sim_64", {}).get("ratio"),
+            "ceiling_items_per_s": results.get("ceiling_sqlite", {}).get("items_per_s"),
+            "ceiling_items_per_s_postgres": results.get("ceiling_postgres", {}).get("items_per_s"),
+        }
+        results.update(summary)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+    if "ceiling" in sections:
+        print("(d) ceiling", flush=True)
+        results["ceiling_sqlite"] = ceiling("sqlite", args.ceiling_repeats)
+        results["ceiling_postgres"] = ceiling("postgres", args.ceiling_repeats)
+        save()
+    if "sim" in sections:
+        print("(c) simulated server", flush=True)
+        results["sim_16"] = simulated(16, args.sim_requests, args.rounds)
+        results["sim_64"] = simulated(64, args.sim_requests, args.rounds)
+        save()
+    if "vllm" in sections:
+        print("(a)/(b) vLLM", flush=True)
+        results["vllm"] = vllm(args.vllm_n, args.vllm_prompts, args.rounds, args.vllm_tokens)
+        save()
     for key in (
         "vllm_ratio",
         "vllm_running_fraction",
@@ -439,7 +456,7 @@ def main() -> None:
         "ceiling_items_per_s",
         "ceiling_items_per_s_postgres",
     ):
-        print(f"{key:32s} {results[key]}")
+        print(f"{key:32s} {results.get(key)}")
 
 
 if __name__ == "__main__":

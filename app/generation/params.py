@@ -90,6 +90,7 @@ class ResolvedParams(BaseModel):
     presence_penalty: float
     rouge_threshold: float
     fuzzy_cutoff: float | None
+    seed_the_model: bool
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
@@ -131,4 +132,5 @@ def resolve_params(
         presence_penalty=params.presence_penalty or 0.0,
         rouge_threshold=params.rouge_threshold or settings.rouge_threshold,
         fuzzy_cutoff=settings.fuzzy_cutoff if params.fuzzy_cutoff is None else (params.fuzzy_cutoff or None),
+        seed_the_model=params.seed is not None,
     )

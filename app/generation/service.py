@@ -29,8 +29,11 @@ def queue_job(
     registry.settings_of(backend)  # an unknown name is a 422 naming the field and the configured ones
     if not has_seeds(session, dataset_id):
         raise ConflictError(f"dataset {dataset_id} has no seed tasks yet: import seeds before generating")
+    # The job seed drives example sampling, so it is fixed now even when the caller gave none; only a seed the
+    # caller gave is also sent to the model (per-request seeds cost throughput on vLLM, and are only worth it
+    # when the caller wants a rerun to repeat itself).
     seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
-    stored = params.model_copy(update={"backend": backend, "seed": seed})
+    stored = params.model_copy(update={"backend": backend})
     job = GenerationJob(
         dataset_id=dataset_id,
         params=stored.model_dump(mode="json", exclude_none=True),

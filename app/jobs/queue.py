@@ -66,7 +66,8 @@ def claim_next(
         query = query.where(model.id == job_id)  # type: ignore[attr-defined]
     for candidate in session.scalars(query.order_by(model.id).limit(8)):  # type: ignore[attr-defined]
         attempt = session.scalar(
-            update(model).execution_options(synchronize_session=False)
+            update(model)
+            .execution_options(synchronize_session=False)
             .where(model.id == candidate, model.status == JobStatus.queued)  # type: ignore[attr-defined]
             .values(
                 status=JobStatus.running,
@@ -85,7 +86,8 @@ def claim_next(
 def renew(session: Session, model: type[LeasedJob], claim: Claim, lease_seconds: float) -> bool:
     """Extend the lease; returns whether a cancel was requested. LeaseLostError when it is no longer ours."""
     cancel_requested = session.scalar(
-        update(model).execution_options(synchronize_session=False)
+        update(model)
+        .execution_options(synchronize_session=False)
         .where(*fence(model, claim))
         .values(lease_until=utc_now(lease_seconds))
         .returning(model.cancel_requested)
@@ -98,7 +100,11 @@ def renew(session: Session, model: type[LeasedJob], claim: Claim, lease_seconds:
 def fenced_update(session: Session, model: type[LeasedJob], claim: Claim, **values: Any) -> bool:
     """Write `values` to the job if `claim` still holds it; returns whether a cancel was requested."""
     cancel_requested = session.scalar(
-        update(model).execution_options(synchronize_session=False).where(*fence(model, claim)).values(**values).returning(model.cancel_requested)
+        update(model)
+        .execution_options(synchronize_session=False)
+        .where(*fence(model, claim))
+        .values(**values)
+        .returning(model.cancel_requested)
     )
     if cancel_requested is None:
         raise LeaseLostError(claim)
@@ -141,14 +147,16 @@ def requeue_expired(session: Session, model: type[LeasedJob], max_attempts: int)
     done = {"finished_at": utcnow(), "lease_until": None, "worker_id": None}
     released["cancelled"] = _count(
         session.execute(
-            update(model).execution_options(synchronize_session=False)
+            update(model)
+            .execution_options(synchronize_session=False)
             .where(*expired, model.cancel_requested.is_(True))
             .values(status=JobStatus.cancelled, message="cancelled (its worker stopped first)", **done)
         )
     )
     released["failed"] = _count(
         session.execute(
-            update(model).execution_options(synchronize_session=False)
+            update(model)
+            .execution_options(synchronize_session=False)
             .where(*expired, model.attempt >= max_attempts)
             .values(
                 status=JobStatus.failed,
@@ -159,7 +167,10 @@ def requeue_expired(session: Session, model: type[LeasedJob], max_attempts: int)
     )
     released["requeued"] = _count(
         session.execute(
-            update(model).execution_options(synchronize_session=False).where(*expired).values(status=JobStatus.queued, worker_id=None, lease_until=None)
+            update(model)
+            .execution_options(synchronize_session=False)
+            .where(*expired)
+            .values(status=JobStatus.queued, worker_id=None, lease_until=None)
         )
     )
     return released
@@ -168,7 +179,8 @@ def requeue_expired(session: Session, model: type[LeasedJob], max_attempts: int)
 def request_cancel(session: Session, model: type[LeasedJob], job_id: int) -> JobStatus:
     """Cancel a job: a queued one at once, a running one by asking its runner (ConflictError once it is final)."""
     cancelled = session.execute(
-        update(model).execution_options(synchronize_session=False)
+        update(model)
+        .execution_options(synchronize_session=False)
         .where(model.id == job_id, model.status == JobStatus.queued)  # type: ignore[attr-defined]
         .values(
             status=JobStatus.cancelled,
@@ -180,7 +192,8 @@ def request_cancel(session: Session, model: type[LeasedJob], job_id: int) -> Job
     if _count(cancelled):
         return JobStatus.cancelled
     asked = session.execute(
-        update(model).execution_options(synchronize_session=False)
+        update(model)
+        .execution_options(synchronize_session=False)
         .where(model.id == job_id, model.status == JobStatus.running)  # type: ignore[attr-defined]
         .values(cancel_requested=True)
     )

@@ -25,17 +25,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import httpx
 import pytest
 
 from app.core.config import BackendSettings
 from app.llm.llamacpp import default_model_path
+from tests.support.processes import stop, wait_until_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -117,51 +116,18 @@ def running_openai_server(
         process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             server = RunningServer(f"http://127.0.0.1:{port}/v1", model_name)
-            _wait_until_ready(process, server, api_key, startup_timeout, log)
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            wait_until_ready(
+                process,
+                f"{server.base_url}/models",
+                timeout=startup_timeout,
+                log=log,
+                name="OpenAI-compatible test server",
+                headers=headers,
+            )
             yield server
         finally:
-            _stop(process)
-
-
-def _wait_until_ready(
-    process: subprocess.Popen[bytes], server: RunningServer, api_key: str | None, timeout: float, log: Any
-) -> None:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"OpenAI-compatible test server exited with {process.returncode}:\n{_tail(log)}"
-            )
-        try:
-            if (
-                httpx.get(
-                    f"{server.base_url}/models", headers=headers, timeout=2.0, trust_env=False
-                ).status_code
-                == 200
-            ):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"OpenAI-compatible test server not ready after {timeout:g} s:\n{_tail(log)}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def _tail(log: Any, chars: int = 4000) -> str:
-    log.flush()
-    log.seek(0)
-    return log.read().decode("utf-8", "replace")[-chars:]
+            stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -687,6 +687,8 @@ def running_sim_server(*, startup_timeout: float = 30.0, **options: Any) -> Iter
     it in between. Only this child is stopped (terminate, then kill after 10 s); if it dies or is not ready in
     time, the error carries the tail of its log.
     """
+    from tests.support.processes import stop, wait_until_ready  # the server itself needs neither
+
     sim_options = SimOptions(**options)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -720,47 +722,15 @@ def running_sim_server(*, startup_timeout: float = 30.0, **options: Any) -> Iter
             finally:
                 sock.close()  # the child has its own copy
             try:
-                _wait_until_ready(process, f"{root}/health", startup_timeout, log)
+                wait_until_ready(
+                    process, f"{root}/health", timeout=startup_timeout, log=log, name="sim server", poll=0.05
+                )
                 model = sim_options.served_model_name
                 yield SimServer(
                     f"{root}/v1", model, port, process.pid, f"{root}/metrics", log_path, sim_options
                 )
             finally:
-                _stop(process)
-
-
-def _wait_until_ready(process: subprocess.Popen[bytes], url: str, timeout: float, log: IO[bytes]) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"sim server exited with {process.returncode}:\n{_tail(log)}")
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"sim server not ready after {timeout:g} s:\n{_tail(log)}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def _tail(log: IO[bytes], chars: int = 4000) -> str:
-    log.flush()
-    log.seek(0)
-    return log.read().decode("utf-8", "replace")[-chars:]
+                stop(process)
 
 
 __all__ = ["SimOptions", "SimServer", "TaskMaker", "build_app", "load_pool", "running_sim_server"]

@@ -24,9 +24,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import NamedTuple
 
-import httpx
+from tests.support.processes import wait_until_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENV_SCRIPT = REPO_ROOT / "scripts" / "vllm_env.sh"
@@ -146,29 +146,12 @@ def running_vllm_server(
                 start_new_session=True,  # its own process group, so the engine-core child stops with it
             )
             try:
-                _wait_until_ready(process, f"{root}/health", startup_timeout, log)
+                wait_until_ready(
+                    process, f"{root}/health", timeout=startup_timeout, log=log, name="vLLM server", poll=1.0
+                )
                 yield VLLMServer(f"{root}/v1", served_model_name, process.pid, f"{root}/metrics", log_path)
             finally:
                 stop_process_group(process)
-
-
-def _wait_until_ready(
-    process: subprocess.Popen[bytes], health_url: str, timeout: float, log: IO[bytes]
-) -> None:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=5.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"vLLM server exited with {process.returncode} during startup:\n{_tail(log)}"
-                )
-            try:
-                if client.get(health_url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1.0)
-    raise RuntimeError(f"vLLM server not ready after {timeout:g} s:\n{_tail(log)}")
 
 
 def stop_process_group(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
@@ -208,12 +191,6 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _tail(log: IO[bytes], chars: int = 6000) -> str:
-    log.flush()
-    log.seek(0)
-    return log.read().decode("utf-8", "replace")[-chars:]
 
 
 def _main(argv: list[str] | None = None) -> None:

@@ -375,7 +375,9 @@ def catch_up(
         .where(Item.dataset_id == dataset_id, Item.id > last_item_id, Item.status != ItemStatus.filtered)
         .order_by(Item.id)
     ).all()
-    new = [(("seed", row.id), row.instruction) for row in seeds] + [(("item", row.id), row.instruction) for row in items]
+    new = [(("seed", row.id), row.instruction) for row in seeds] + [
+        (("item", row.id), row.instruction) for row in items
+    ]
     if new:  # usually nothing: only other jobs' items and new seeds arrive this way
         index.add_many(new)
     return (seeds[-1].id if seeds else last_seed_id), (items[-1].id if items else last_item_id)

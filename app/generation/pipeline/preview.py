@@ -63,14 +63,7 @@ async def preview_generation(
             templates = {
                 lang: load_templates(settings.prompts_dir, resolved.mode, lang) for lang in languages
             }
-            spec = RequestSpec(
-                mode=resolved.mode,
-                num_examples=resolved.num_examples,
-                tasks_per_prompt=resolved.tasks_per_prompt,
-                prompts_per_request=resolved.prompts_per_request,
-                language=resolved.language,
-                sampling=resolved.sampling(),
-            )
+            spec = RequestSpec.of(resolved)
             request = build_request(spec, templates, [example_of(s) for s in seeds], job_seed=seed, number=0)
             index = new_index(Thresholds(resolved.rouge_threshold, resolved.fuzzy_cutoff))
             catch_up(session, index, dataset_id, 0, 0)

@@ -1,7 +1,7 @@
 """What each request of a job asks for: pure functions of (job parameters, seed tasks, job seed, request number).
 
-Request number r of a job always samples the same examples, in the same language, with the same sampling seed,
-whatever happened before it: a resumed job skips the numbers it has stored and goes on with new ones, so it
+Request number r of a job always samples the same examples, in the same language (and, when the caller gave a
+seed, sends the model the same sampling seed), whatever happened before it: a resumed job skips the numbers it has stored and goes on with new ones, so it
 never sends a prompt it already paid for, and two runs of a job with the same seed ask the same questions.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from app.generation.candidates import TaskExample
+from app.generation.params import ResolvedParams
 from app.generation.parsing import tasks_json_schema
 from app.generation.prompting import (
     Language,
@@ -38,6 +39,19 @@ class RequestSpec:
     prompts_per_request: int  # 1 in chat mode: one conversation per request
     language: Literal["auto", "en", "zh"]
     sampling: SamplingParams  # its seed is replaced per request
+    seed_the_model: bool = False  # send each request's sampling seed to the server
+
+    @classmethod
+    def of(cls, params: ResolvedParams) -> RequestSpec:
+        return cls(
+            mode=params.mode,
+            num_examples=params.num_examples,
+            tasks_per_prompt=params.tasks_per_prompt,
+            prompts_per_request=params.prompts_per_request,
+            language=params.language,
+            sampling=params.sampling(),
+            seed_the_model=params.seed_the_model,
+        )
 
     @property
     def sequences_per_request(self) -> int:
@@ -95,7 +109,8 @@ def build_request(
     count = spec.prompts_per_request if spec.mode == "completions" else 1
     samples = [rng.sample(list(examples), k) for _ in range(count)]
     languages = tuple(spec.language if spec.language != "auto" else choose_language(s) for s in samples)
-    sampling = replace(spec.sampling, seed=rng.randrange(2**31))
+    model_seed = rng.randrange(2**31)  # drawn either way, so the examples never depend on the choice
+    sampling = replace(spec.sampling, seed=model_seed if spec.seed_the_model else None)
     if spec.mode == "completions":
         prompts = tuple(
             render_completion_prompt(templates[lang].completion, s, spec.tasks_per_prompt, language=lang)

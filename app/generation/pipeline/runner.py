@@ -86,7 +86,12 @@ class GenerationRunner:
             try:
                 ctx = await asyncio.to_thread(self._load, claim)
                 backend = await self._registry.get(ctx.backend)
-            except (UnknownBackendError, LLMFatalError, ValueError) as exc:
+            except (
+                UnknownBackendError,
+                LLMFatalError,
+                ValueError,
+                OSError,
+            ) as exc:  # e.g. a template file gone
                 return await self._finish(claim, JobStatus.failed, error=str(exc))
             run = _JobRun(self, claim, ctx, backend, on_progress)
             return await run.execute()
@@ -179,14 +184,7 @@ class _JobRun:
         self._backend = backend
         self._on_progress = on_progress
         params = ctx.params
-        self._spec = RequestSpec(
-            mode=params.mode,
-            num_examples=params.num_examples,
-            tasks_per_prompt=params.tasks_per_prompt,
-            prompts_per_request=params.prompts_per_request,
-            language=params.language,
-            sampling=params.sampling(),
-        )
+        self._spec = RequestSpec.of(params)
         self._filters = FilterConfig()
         self._accept = AcceptStep(
             runner._sessions,

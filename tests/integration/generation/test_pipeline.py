@@ -244,14 +244,7 @@ def request_seed(sessions, settings: Settings, job_id: int, number: int) -> int 
         seeds = list(session.scalars(select(SeedTask).where(SeedTask.dataset_id == job.dataset_id)))
         params = resolve_params(job.params, settings, settings.backends[job.backend])
         job_seed = job.seed
-    spec = RequestSpec(
-        mode=params.mode,
-        num_examples=params.num_examples,
-        tasks_per_prompt=params.tasks_per_prompt,
-        prompts_per_request=params.prompts_per_request,
-        language=params.language,
-        sampling=params.sampling(),
-    )
+    spec = RequestSpec.of(params)
     templates = {lang: load_templates(settings.prompts_dir, params.mode, lang) for lang in ("en", "zh")}
     request = build_request(spec, templates, [example_of(s) for s in seeds], job_seed=job_seed, number=number)
     return request.sampling.seed

@@ -66,3 +66,11 @@ def test_completion_requests_carry_several_prompts_and_stops_for_each_language()
 
 def test_request_numbers_skip_what_a_job_already_stored() -> None:
     assert list(islice(request_numbers(frozenset({0, 1, 3, 6})), 5)) == [2, 4, 5, 7, 8]
+
+
+def test_the_model_gets_a_seed_only_when_the_caller_gave_one_and_the_examples_do_not_depend_on_it() -> None:
+    t = templates("chat")
+    unseeded = build_request(spec(), t, EXAMPLES, job_seed=42, number=3)
+    seeded = build_request(spec(seed_the_model=True), t, EXAMPLES, job_seed=42, number=3)
+    assert unseeded.sampling.seed is None and isinstance(seeded.sampling.seed, int)
+    assert unseeded.messages == seeded.messages
