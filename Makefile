@@ -29,7 +29,7 @@ run: $(VENV)/.run-deps
 
 test: $(VENV)/.test-deps
 	bash scripts/ensure_postgres.sh
-	SPROUT_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -p no:cacheprovider
+	SPROUT_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -p no:cacheprovider --durations=30
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check app tests bench

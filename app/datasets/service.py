@@ -129,3 +129,30 @@ def list_seeds(session: Session, dataset_id: int, *, limit: int, offset: int) ->
         .offset(offset)
     )
     return list(rows), total
+
+
+def all_seeds(session: Session, dataset_id: int) -> list[SeedTask]:
+    """Every seed task of a dataset, in import order (what a generation job samples its examples from)."""
+    return list(
+        session.scalars(select(SeedTask).where(SeedTask.dataset_id == dataset_id).order_by(SeedTask.id))
+    )
+
+
+def seeds_after(session: Session, dataset_id: int, last_id: int) -> list[tuple[int, str]]:
+    """(id, instruction) of the dataset's seeds with ids above `last_id`, in id order (an index catching up)."""
+    rows = session.execute(
+        select(SeedTask.id, SeedTask.instruction)
+        .where(SeedTask.dataset_id == dataset_id, SeedTask.id > last_id)
+        .order_by(SeedTask.id)
+    )
+    return [(row.id, row.instruction) for row in rows]
+
+
+def seed_instructions(session: Session, seed_ids: Sequence[int]) -> dict[int, str]:
+    """The instructions of the given seeds, by id (a neighbour's text for a reviewer or a preview)."""
+    if not seed_ids:
+        return {}
+    rows = session.execute(
+        select(SeedTask.id, SeedTask.instruction).where(SeedTask.id.in_(list(set(seed_ids))))
+    )
+    return dict(rows.all())

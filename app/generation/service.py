@@ -140,3 +140,11 @@ def counts_by_dataset(session: Session, dataset_ids: Sequence[int]) -> dict[int,
     ):
         counts[dataset_id]["jobs"] = n
     return counts
+
+
+def item_instructions(session: Session, item_ids: Sequence[int]) -> dict[int, str]:
+    """The instructions of the given items, by id (a neighbour's text for a reviewer or a preview)."""
+    if not item_ids:
+        return {}
+    rows = session.execute(select(Item.id, Item.instruction).where(Item.id.in_(list(set(item_ids)))))
+    return dict(rows.all())

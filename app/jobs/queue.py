@@ -6,6 +6,7 @@ a cancelling user, can never both win:
 - claim:   queued -> running, attempt + 1, lease_until = database time + lease.
 - fence:   every write of a runner carries WHERE id, worker_id, attempt, status = running, lease not expired.
   A runner whose lease lapsed (its process stalled, the job was requeued and claimed again) writes nothing.
+- release: a stopping worker hands its job back (queued again, or cancelled if a cancel was asked for).
 - requeue: running jobs whose lease expired go back to the queue, or fail once they used their attempts.
 - cancel:  queued -> cancelled at once; running -> cancel_requested (the runner stops and finishes it).
 Times come from the database's clock (`utc_now`), so machines with skewed clocks agree on who holds a lease.
@@ -16,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utc_now, utcnow
 from app.core.errors import ConflictError, NotFoundError
+from app.core.text import storable
 from app.jobs.models import JobStatus, LeasedJob
 
 
@@ -129,12 +131,29 @@ def finish(
         model,
         claim,
         status=status,
-        message=message,
-        error=error,
+        message=storable(message) if message is not None else None,
+        error=storable(error) if error is not None else None,  # server text (a 404 body) may hold a NUL
         finished_at=utcnow(),
         lease_until=None,
         worker_id=None,
         **values,
+    )
+
+
+def release(session: Session, model: type[LeasedJob], claim: Claim) -> None:
+    """A stopping worker hands its job back at once: queued again, or cancelled if a cancel was asked for
+    (LeaseLostError if the claim lapsed already). The attempt it used stays counted, like any claim."""
+    fenced_update(
+        session,
+        model,
+        claim,
+        status=case((model.cancel_requested.is_(True), JobStatus.cancelled), else_=JobStatus.queued),
+        message=case(
+            (model.cancel_requested.is_(True), "cancelled (its worker stopped first)"), else_=model.message
+        ),
+        finished_at=case((model.cancel_requested.is_(True), utcnow()), else_=None),
+        worker_id=None,
+        lease_until=None,
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import serialize, transaction
-from app.datasets.models import SeedTask
+from app.datasets.service import seeds_after
 from app.dedup import DuplicateCheck, NearDuplicateIndex
 from app.dedup.remote import IndexProcess
 from app.generation.models import GenerationJob, GenerationReply, Item, ItemStatus
@@ -365,22 +365,16 @@ def catch_up(
     last_item_id: int,
 ) -> tuple[int, int]:
     """Add the dataset's seeds and kept items with ids above the last ones seen; the new last ids."""
-    seeds = session.execute(
-        select(SeedTask.id, SeedTask.instruction)
-        .where(SeedTask.dataset_id == dataset_id, SeedTask.id > last_seed_id)
-        .order_by(SeedTask.id)
-    ).all()
+    seeds = seeds_after(session, dataset_id, last_seed_id)
     items = session.execute(
         select(Item.id, Item.instruction)
         .where(Item.dataset_id == dataset_id, Item.id > last_item_id, Item.status != ItemStatus.filtered)
         .order_by(Item.id)
     ).all()
-    new = [(("seed", row.id), row.instruction) for row in seeds] + [
-        (("item", row.id), row.instruction) for row in items
-    ]
+    new = [(("seed", i), text) for i, text in seeds] + [(("item", row.id), row.instruction) for row in items]
     if new:  # usually nothing: only other jobs' items and new seeds arrive this way
         index.add_many(new)
-    return (seeds[-1].id if seeds else last_seed_id), (items[-1].id if items else last_item_id)
+    return (seeds[-1][0] if seeds else last_seed_id), (items[-1].id if items else last_item_id)
 
 
 def evidence_key(check: DuplicateCheck) -> Hashable | None:

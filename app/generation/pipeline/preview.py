@@ -12,20 +12,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.core.errors import ConflictError
-from app.datasets.models import SeedTask
-from app.datasets.service import get_dataset
+from app.datasets.service import all_seeds, get_dataset, seed_instructions
 from app.generation.filters import FilterConfig
-from app.generation.models import Item
 from app.generation.params import GenerationParams, resolve_params
 from app.generation.pipeline.accept import NEAR_DUPLICATE, Thresholds, catch_up, evidence_key, new_index
 from app.generation.pipeline.requests import LLMRequest, RequestSpec, build_request
 from app.generation.pipeline.runner import example_of
 from app.generation.pipeline.screening import ScreenedReply, failed_reply, screen_reply
+from app.generation.service import item_instructions
 from app.generation.templates import load_templates
 from app.llm import BackendRegistry, LLMError
 
@@ -54,7 +52,7 @@ async def preview_generation(
     def load() -> tuple[LLMRequest, Any]:
         with sessions() as session:
             get_dataset(session, dataset_id)
-            seeds = list(session.scalars(select(SeedTask).where(SeedTask.dataset_id == dataset_id)))
+            seeds = all_seeds(session, dataset_id)
             if not seeds:
                 raise ConflictError(
                     f"dataset {dataset_id} has no seed tasks yet: import seeds before generating"
@@ -123,9 +121,9 @@ def _judge(sessions: sessionmaker[Session], index: Any, screened: ScreenedReply)
 
 
 def _text_of(sessions: sessionmaker[Session], kind: str, ident: int) -> str | None:
-    model = SeedTask if kind == "seed" else Item
     with sessions() as session:
-        return session.scalar(select(model.instruction).where(model.id == ident))
+        texts = seed_instructions(session, [ident]) if kind == "seed" else item_instructions(session, [ident])
+    return texts.get(ident)
 
 
 def _describe(request: LLMRequest) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings
 from app.core.db import transaction
 from app.datasets.models import SeedTask
+from app.datasets.service import all_seeds
 from app.generation.candidates import TaskExample
 from app.generation.filters import FilterConfig
 from app.generation.models import GenerationJob, GenerationReply
@@ -37,7 +38,7 @@ from app.generation.pipeline.requests import LLMRequest, RequestSpec, build_requ
 from app.generation.pipeline.screening import ScreenedReply, failed_reply, screen_reply
 from app.generation.templates import PromptTemplates, load_templates
 from app.jobs.models import JobStatus
-from app.jobs.queue import Claim, LeaseLostError, fenced_update, finish, renew
+from app.jobs.queue import Claim, LeaseLostError, finish, release, renew
 from app.llm import BackendRegistry, LLMBackend, LLMError, LLMFatalError, UnknownBackendError
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class GenerationRunner:
             if job is None:
                 raise ValueError(f"generation job {claim.job_id} vanished")
             params = resolve_params(job.params, self._settings, self._registry.settings_of(job.backend))
-            seeds = list(session.scalars(select(SeedTask).where(SeedTask.dataset_id == job.dataset_id)))
+            seeds = all_seeds(session, job.dataset_id)
             done = frozenset(
                 session.scalars(select(GenerationReply.request_no).where(GenerationReply.job_id == job.id))
             )
@@ -141,9 +142,7 @@ class GenerationRunner:
         """A stopping worker hands its job back to the queue at once instead of letting the lease run out."""
         try:
             with transaction(self._sessions) as session:
-                fenced_update(
-                    session, GenerationJob, claim, status=JobStatus.queued, worker_id=None, lease_until=None
-                )
+                release(session, GenerationJob, claim)
         except LeaseLostError:
             pass
         except Exception:  # noqa: BLE001 (the lease will expire and the job be requeued anyway)
@@ -219,19 +218,18 @@ class _JobRun:
         counters = self._accept.counters
         if counters.accepted >= self._ctx.params.count:  # resumed after its last batch, before finishing
             return await self._runner._finish(self._claim, JobStatus.succeeded)
+        # The heartbeat starts first: building a large dataset's index can take longer than a lease.
+        heartbeat = asyncio.create_task(self._heartbeat(), name=f"job-{self._claim.job_id}-heartbeat")
+        producer: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(self._accept.load)
-            producer = asyncio.create_task(self._produce(), name=f"job-{self._claim.job_id}-producer")
-            heartbeat = asyncio.create_task(self._heartbeat(), name=f"job-{self._claim.job_id}-heartbeat")
-            try:
+            if self._ending is None:  # a cancel may have come, or the lease gone, while the index was built
+                producer = asyncio.create_task(self._produce(), name=f"job-{self._claim.job_id}-producer")
                 await self._accept_loop()
-            finally:
-                self._end(
-                    Ending.lease_lost
-                )  # no-op when an ending is already set; stops the producer otherwise
-                heartbeat.cancel()
-                await asyncio.gather(producer, heartbeat, return_exceptions=True)
         finally:
+            self._end(Ending.lease_lost)  # no-op when an ending is already set; stops the producer otherwise
+            heartbeat.cancel()
+            await asyncio.gather(*(t for t in (producer, heartbeat) if t is not None), return_exceptions=True)
             await asyncio.shield(asyncio.to_thread(self._accept.close))
         return await self._conclude()
 

@@ -1,6 +1,7 @@
 """What one reply yielded: parsed candidates, each with its heuristic verdict, and a clipped log of the raw text.
 
-Pure and cheap: it runs as each reply arrives, before the accept step (which deduplicates and stores).
+A reply counts as failed (the job's error counter) when a choice has no text, or text from which not one item
+could be read. Pure and cheap: it runs as each reply arrives, before the accept step (which deduplicates and stores).
 Model output is untrusted: every text is cleaned (`storable`) here, once, before anything keeps it.
 """
 
@@ -48,9 +49,9 @@ def screen_reply(
         completion_tokens=reply.completion_tokens,
         latency_ms=latency_ms,
     )
-    empty = 0
+    empty = malformed = 0
     for choice in reply.choices:
-        if choice.text is None:
+        if choice.text is None or not choice.text.strip():
             empty += 1
             screened.choices.append(
                 {
@@ -74,6 +75,7 @@ def screen_reply(
             reason = check_candidate(clean, filters)
             screened.candidates.append(Candidate(clean, None if reason is None else str(reason)))
         screened.raw += len(result.items) + result.unparsed
+        malformed += not result.items  # text, but not one item could be read from it
         logged, truncated = clip(text, log_chars)
         screened.choices.append(
             {
@@ -85,8 +87,13 @@ def screen_reply(
                 "unparsed": result.unparsed,
             }
         )
+    problems = []
     if empty:
-        screened.error = f"{empty} of {len(reply.choices)} choice(s) came back without text (content: null)"
+        problems.append(f"{empty} came back without text (content: null or empty)")
+    if malformed:
+        problems.append(f"{malformed} held no readable item")
+    if problems:
+        screened.error = f"of {len(reply.choices)} choice(s), " + " and ".join(problems)
     elif not reply.choices:
         screened.error = "the server returned no choices"
     return screened

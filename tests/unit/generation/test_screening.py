@@ -29,7 +29,21 @@ def test_candidates_keep_their_heuristic_verdict_and_counts_add_up() -> None:
     assert [c.reason for c in screened.candidates] == [None, "blocklisted_keyword", "instruction_too_short"]
     assert screened.raw == 4  # three parsed items and one unparsed reply
     assert [c["items"] for c in screened.choices] == [3, 0] and screened.choices[1]["unparsed"] == 1
-    assert screened.error is None and (screened.prompt_tokens, screened.completion_tokens) == (10, 20)
+    assert (screened.prompt_tokens, screened.completion_tokens) == (10, 20)
+    # A choice from which no item could be read makes the request count as failed, saying why.
+    assert screened.error == "of 2 choice(s), 1 held no readable item"
+
+
+def test_a_reply_that_yields_items_is_no_error() -> None:
+    reply = Reply([Choice(text=tasks("Describe the water cycle in three sentences."), finish_reason="stop")])
+    assert screen_reply(CHAT, reply, FilterConfig(), log_chars=1000, latency_ms=1.0).error is None
+
+
+def test_an_empty_or_blank_reply_is_an_error() -> None:
+    for text in ("", "  \n "):
+        screened = screen_reply(CHAT, Reply([Choice(text=text)]), FilterConfig(), log_chars=100, latency_ms=1.0)
+        assert screened.error == "of 1 choice(s), 1 came back without text (content: null or empty)"
+        assert screened.candidates == [] and screened.raw == 0
 
 
 def test_model_text_is_cleaned_before_anything_keeps_it() -> None:
