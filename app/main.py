@@ -7,21 +7,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__
 from app.api.limits import BodySizeLimit
 from app.api.router import api_router
+from app.api.security_headers import SecurityHeaders
+from app.auth.deps import Reader, check_every_route_declares_access
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, make_session_factory, run_migrations
-from app.core.errors import ConflictError, InvalidFieldError, NotFoundError
+from app.core.errors import ConflictError, ForbiddenError, InvalidFieldError, NotFoundError
 from app.jobs.worker import Worker
 from app.llm.registry import BackendRegistry
+from app.web.router import STATIC_DIR, LoginRequired, PageForbidden, error_page, login_page
 
 log = logging.getLogger(__name__)
 
 # Multipart framing around an upload of the largest allowed file.
 _MULTIPART_SLACK = 64 * 1024
+PUBLIC_MOUNTS = ("/static",)  # the login page's stylesheet: nothing secret is served there
 
 
 def create_app(
@@ -55,25 +61,58 @@ def create_app(
         version=__version__,
         summary="Grow instruction-tuning datasets from a few seed tasks.",
         lifespan=lifespan,
+        docs_url=None,  # served below, behind authentication like every other route
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.notify_worker = lambda: app.state.worker.notify() if app.state.worker is not None else None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _MULTIPART_SLACK)
+    app.add_middleware(SecurityHeaders)
+
+    def is_page(request: Request) -> bool:
+        return request.url.path.startswith("/ui")
 
     @app.exception_handler(NotFoundError)
-    async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+    async def not_found(request: Request, exc: NotFoundError) -> Response:
+        if is_page(request):
+            return error_page(request, 404, "Not found", str(exc))
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
     @app.exception_handler(ConflictError)
     async def conflict(_: Request, exc: ConflictError) -> JSONResponse:
         return JSONResponse(status_code=409, content={"detail": str(exc)})
 
+    @app.exception_handler(ForbiddenError)
+    async def forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:
+        return JSONResponse(status_code=403, content={"detail": str(exc)})
+
     @app.exception_handler(InvalidFieldError)
-    async def invalid_field(_: Request, exc: InvalidFieldError) -> JSONResponse:
+    async def invalid_field(request: Request, exc: InvalidFieldError) -> Response:
+        if is_page(request):
+            return error_page(request, 422, "Invalid request", str(exc))
         # The shape of FastAPI's own validation errors, so clients handle both alike.
         detail = [
             {"type": "value_error", "loc": ["body", *exc.field.split(".")], "msg": exc.message, "input": None}
         ]
         return JSONResponse(status_code=422, content={"detail": detail})
 
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> HTMLResponse:
+        return login_page(request, next_url=exc.next_url, status_code=401)
+
+    @app.exception_handler(PageForbidden)
+    async def page_forbidden(request: Request, exc: PageForbidden) -> HTMLResponse:
+        return error_page(request, 403, "Not allowed", exc.message)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Reader) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(_: Reader) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Sprout API")
+
     app.include_router(api_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    check_every_route_declares_access(app.routes, PUBLIC_MOUNTS)
     return app

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from alembic import context
 
+import app.auth.models  # noqa: F401
 import app.datasets.models  # noqa: F401
 import app.generation.models  # noqa: F401
+import app.review.models  # noqa: F401
 from app.core.config import get_settings
 from app.core.db import Base, create_db_engine, normalize_database_url
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from app import __version__
+from app.auth.deps import Generator, Public
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +31,7 @@ class BackendOut(BaseModel):
     default: bool
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, dependencies=[Public])
 def healthz(request: Request, response: Response) -> Health:
     state = request.app.state
     try:
@@ -52,7 +53,7 @@ def healthz(request: Request, response: Response) -> Health:
 
 
 @router.get("/v1/backends", response_model=list[BackendOut], tags=["backends"])
-def backends(request: Request) -> list[BackendOut]:
+def backends(_: Generator, request: Request) -> list[BackendOut]:
     """The backends a job may name."""
     settings = request.app.state.settings
     return [

@@ -1,13 +1,16 @@
-"""The HTTP API: every room's router, mounted in one place."""
+"""Every room's router (the JSON API and the reviewer UI), mounted in one place."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from app.api import health
+from app.auth.router import router as auth_router
 from app.datasets.router import router as datasets_router
 from app.generation.router import router as generation_router
+from app.review.router import router as review_router
+from app.web.router import router as web_router
 
 api_router = APIRouter()
-for room in (health.router, datasets_router, generation_router):
+for room in (health.router, auth_router, datasets_router, generation_router, review_router, web_router):
     api_router.include_router(room)

@@ -12,10 +12,10 @@ from rich.text import Text
 
 from app.cli.common import console, fail, sessions_for
 from app.core.config import get_settings
-from app.core.errors import NotFoundError
+from app.core.errors import InvalidFieldError, NotFoundError
 from app.datasets.service import get_dataset_by_name
+from app.generation import item_query
 from app.generation.models import ItemStatus
-from app.generation.service import ItemFilter, list_items
 
 app = typer.Typer(help="Look at generated items.", no_args_is_help=True)
 
@@ -27,8 +27,13 @@ def items_list(
         Optional[ItemStatus], typer.Option(help="pending, approved, rejected or filtered.")
     ] = None,  # noqa: UP045
     reason: Annotated[Optional[str], typer.Option(help="Only items filtered for this reason.")] = None,  # noqa: UP045
+    language: Annotated[Optional[str], typer.Option(help="zh, ja, ko, latin, mixed or other.")] = None,  # noqa: UP045
+    search: Annotated[Optional[str], typer.Option("--search", "-q", help="Text in any field.")] = None,  # noqa: UP045
+    sort: Annotated[str, typer.Option(help="oldest, newest or doubtful.")] = "oldest",
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    cursor: Annotated[
+        Optional[str], typer.Option(help="Continue after a listing (its printed cursor).")
+    ] = None,  # noqa: UP045
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List items of a dataset."""
@@ -38,16 +43,22 @@ def items_list(
             dataset_id = get_dataset_by_name(session, dataset).id
         except NotFoundError as exc:
             raise fail(str(exc)) from exc
-        rows, total = list_items(
-            session, dataset_id, ItemFilter(status=status, filter_reason=reason), limit=limit, offset=offset
-        )
+        if sort not in item_query.SORTS:
+            raise fail(f"--sort: one of {', '.join(item_query.SORTS)}")
+        query = item_query.ItemQuery(status=status, filter_reason=reason, language=language, text=search)
+        try:
+            rows, next_cursor = item_query.page(
+                session, dataset_id, query, sort=sort, cursor=cursor, limit=limit
+            )  # type: ignore[arg-type]
+        except InvalidFieldError as exc:
+            raise fail(exc.message) from exc
     if as_json:
         for item in rows:
             record = {k: getattr(item, k) for k in ("id", "instruction", "input", "output", "filter_reason")}
             record["status"] = item.status.value
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
-    table = Table(title=Text(f"{dataset}: {len(rows)} of {total} items"))
+    table = Table(title=Text(f"{dataset}: {len(rows)} items"))
     for column in ("id", "status", "instruction", "input", "output", "reason"):
         table.add_column(column, overflow="fold")
     for item in rows:
@@ -58,3 +69,5 @@ def items_list(
         cells = (item.instruction, item.input, item.output, reason_text)
         table.add_row(str(item.id), item.status.value, *(Text(c) for c in cells))
     console.print(table)
+    if next_cursor:
+        console.print(Text(f"more: --cursor {next_cursor}"))

@@ -10,9 +10,12 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.auth.roles import Role
+from app.auth.service import any_user_exists, audit, create_token, create_user
 from app.cli.common import console, plain, sessions_for
 from app.core.config import Settings, get_settings
 from app.core.db import run_migrations, transaction
+from app.core.security import generate_password
 from app.datasets.seed_formats import parse_seed_file
 from app.datasets.service import get_or_create_dataset, import_seeds
 from app.generation.models import GenerationJob
@@ -34,7 +37,7 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     bootstrap: Annotated[
         Optional[bool],  # noqa: UP045
-        typer.Option("--bootstrap/--no-bootstrap", help="Import the default seeds and queue a first job."),
+        typer.Option("--bootstrap/--no-bootstrap", help="Import the default seeds, queue a first job and, on the first start, create an admin."),
     ] = None,
 ) -> None:
     """Run the HTTP service (API docs at /docs) with its background worker."""
@@ -59,6 +62,12 @@ def serve(
         )
         console.print(f"  first generation job: {base}/v1/generations/{job_id}")
         console.print(f"  items:     {base}/v1/datasets/{dataset_id}/items?status=pending")
+        _first_admin(sessions)
+    else:
+        with sessions() as session:
+            if not any_user_exists(session):
+                console.print(plain(f"  No users yet: {_sprout_command()} users create admin --role admin"))
+    console.print(f"  reviewer UI: {base}/ui")
     console.print(f"  API docs:  {base}/docs")
     console.print(f"  datasets:  {base}/v1/datasets")
     console.print(f"  health:    {base}/healthz")
@@ -76,6 +85,25 @@ def _sprout_command() -> str:
     """How this shell reached `sprout` (e.g. .venv/bin/sprout), so the printed hint can be pasted as is."""
     invoked = Path(sys.argv[0])
     return str(invoked) if invoked.name == "sprout" and invoked.parent != Path(".") else "sprout"
+
+
+def _first_admin(sessions: sessionmaker[Session]) -> None:
+    """On the very first start, an admin: its password and an API token, printed this once."""
+    with transaction(sessions) as session:
+        if any_user_exists(session):
+            return
+        password = generate_password()
+        admin = create_user(session, "admin", Role.admin, password)
+        token, _ = create_token(session, admin, name="first start")
+        audit(session, None, "user.create", admin.name, role=Role.admin.value, first_start=True)
+    console.print(
+        plain(
+            ("  First start: an admin account was created. Keep these; they are shown once.", "bold yellow")
+        )
+    )
+    console.print(plain("    log in to the UI as ", ("admin", "bold"), " with password ", (password, "bold")))
+    console.print(plain("    API token: ", (token, "bold"), "  (curl -H 'Authorization: Bearer ...')"))
+    console.print(plain(f"    more users: {_sprout_command()} users create NAME --role reviewer"))
 
 
 def _bootstrap(sessions: sessionmaker[Session], settings: Settings) -> tuple[int, int]:

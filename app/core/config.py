@@ -8,6 +8,7 @@ key or load a file that the operator did not configure. `local`, the embedded mo
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,14 @@ LLMMode = Literal["chat", "completions"]
 StructuredOutput = Literal["auto", "json_schema", "json_object"]
 
 LOCAL_BACKEND = "local"
+DEFAULT_REJECT_REASONS = (
+    "wrong_output",
+    "unclear_instruction",
+    "low_quality",
+    "duplicate",
+    "unsafe",
+    "other",
+)
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 BACKEND_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -146,9 +155,33 @@ class Settings(BaseSettings):
     # Uploads: the body-size limit, checked before anything is spooled.
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
 
+    # Review: how long a claim holds an item (renewed while the reviewer's page is open), how long a reviewer
+    # can undo their last decision, and the reasons a rejection picks from (a dataset may set its own).
+    review_lease_seconds: float = Field(default=600.0, ge=1.0, le=86_400.0)
+    review_undo_seconds: float = Field(default=600.0, ge=0.0, le=86_400.0)
+    review_reject_reasons: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REJECT_REASONS), min_length=1, max_length=50
+    )
+
+    # Users and the UI: session length, the login rate limit (failures per name and per client address within
+    # the window), and whether the session cookie is HTTPS-only (set it behind TLS).
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    login_window_seconds: float = Field(default=900.0, gt=0)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_client: int = Field(default=20, ge=1)
+    cookie_secure: bool = False
+
     # `make run`: import the default seeds and queue a first job at start-up.
     bootstrap: bool = False
     bootstrap_count: int = 20
+
+    @property
+    def session_lifetime(self) -> timedelta:
+        return timedelta(hours=self.session_hours)
+
+    @property
+    def login_window(self) -> timedelta:
+        return timedelta(seconds=self.login_window_seconds)
 
     @field_validator("backends", mode="after")
     @classmethod

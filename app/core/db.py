@@ -10,13 +10,26 @@ SQLite (the embedded default) and PostgreSQL behave alike here:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, Float, MetaData, create_engine, event, func, literal, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Enum,
+    Float,
+    MetaData,
+    create_engine,
+    event,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -60,6 +73,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+def string_enum(cls: type[enum.Enum], name: str) -> Enum:
+    """VARCHAR + a named CHECK constraint rather than a native PostgreSQL ENUM: adding a state is a plain
+    migration on every database."""
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
 
 
 def utcnow() -> datetime:

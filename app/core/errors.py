@@ -21,3 +21,16 @@ class InvalidFieldError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class ForbiddenError(PermissionError):
+    """The caller is known but may not do this to this thing, e.g. settle a dispute without being an admin (403)."""
+
+
+class StaleError(ConflictError):
+    """What the caller acted on changed since they read it (409); the answer carries the thing as it is now,
+    read again after the failed transaction rolled back (`item_id` says which)."""
+
+    def __init__(self, message: str, item_id: int) -> None:
+        super().__init__(message)
+        self.item_id = item_id

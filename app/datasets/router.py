@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, status
+from pydantic import ValidationError
 
 from app.api.deps import ReadSession, SessionFactoryDep, SettingsDep, WriteSession
 from app.api.schemas import Page
+from app.auth.deps import DatasetManager, Reader
 from app.core.db import transaction
+from app.core.errors import InvalidFieldError
 from app.datasets.schemas import DatasetCreate, DatasetOut, SeedImportOut, SeedTaskOut
 from app.datasets.seed_formats import SeedFormatError, parse_seed_file
 from app.datasets.service import (
@@ -20,6 +23,7 @@ from app.datasets.service import (
     seed_counts,
 )
 from app.generation.service import counts_by_dataset
+from app.review.settings import ReviewSettings
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -31,23 +35,31 @@ def _with_counts(session, datasets) -> list[DatasetOut]:  # noqa: ANN001 (Sessio
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetOut)
-def create(body: DatasetCreate, session: WriteSession) -> DatasetOut:
+def create(_: DatasetManager, body: DatasetCreate, session: WriteSession) -> DatasetOut:
+    if (
+        "review" in body.settings
+    ):  # checked here, so a dataset never holds review settings the queue cannot use
+        try:
+            ReviewSettings.model_validate(body.settings["review"])
+        except ValidationError as exc:
+            raise InvalidFieldError("settings.review", str(exc.errors()[0]["msg"])) from exc
     dataset = create_dataset(session, body.name, body.description, body.settings)
     return _with_counts(session, [dataset])[0]
 
 
 @router.get("", response_model=list[DatasetOut])
-def list_all(session: ReadSession) -> list[DatasetOut]:
+def list_all(_: Reader, session: ReadSession) -> list[DatasetOut]:
     return _with_counts(session, list_datasets(session))
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get(dataset_id: int, session: ReadSession) -> DatasetOut:
+def get(_: Reader, dataset_id: int, session: ReadSession) -> DatasetOut:
     return _with_counts(session, [get_dataset(session, dataset_id)])[0]
 
 
 @router.post("/{dataset_id}/seeds", response_model=SeedImportOut, status_code=status.HTTP_201_CREATED)
 def upload_seeds(
+    _: DatasetManager,
     dataset_id: int,
     sessions: SessionFactoryDep,
     settings: SettingsDep,
@@ -88,6 +100,7 @@ def upload_seeds(
 
 @router.get("/{dataset_id}/seeds", response_model=Page[SeedTaskOut])
 def seeds(
+    _: Reader,
     dataset_id: int,
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -26,6 +26,7 @@ class DatasetCounts(BaseModel):
     approved: int = 0
     rejected: int = 0
     filtered: int = 0
+    disputed: int = 0
 
 
 class DatasetOut(BaseModel):

@@ -156,3 +156,8 @@ def seed_instructions(session: Session, seed_ids: Sequence[int]) -> dict[int, st
         select(SeedTask.id, SeedTask.instruction).where(SeedTask.id.in_(list(set(seed_ids))))
     )
     return dict(rows.all())
+
+
+def set_dataset_setting(session: Session, dataset: Dataset, key: str, value: Any) -> None:
+    """Replace one key of the dataset's settings (a new dict, so the JSON column is written)."""
+    dataset.settings = {**(dataset.settings or {}), key: value}

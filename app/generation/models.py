@@ -16,20 +16,28 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import Base, utcnow
-from app.jobs.models import LeasedJob, string_enum
+from app.core.db import Base, string_enum, utcnow
+from app.jobs.models import LeasedJob
 
 DUPLICATE_SIGNALS = ("exact", "rouge_l", "fuzzy", "semantic")
 
 
 class ItemStatus(enum.StrEnum):
-    pending = "pending"
+    pending = "pending"  # waiting for review
     approved = "approved"
     rejected = "rejected"
-    filtered = "filtered"
+    filtered = "filtered"  # dropped by a filter or as a near-duplicate, with the reason
+    disputed = "disputed"  # reviewers disagreed (overlap > 1): an admin settles it
+
+
+class ImportStatus(enum.StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
 
 
 class GenerationJob(LeasedJob, Base):
@@ -102,12 +110,52 @@ class GenerationReply(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ItemImport(Base):
+    """A file of instruction data brought into a dataset: its items went through the same filters and index as
+    generated ones. The counters say how far it got and what became of its records."""
+
+    __tablename__ = "item_import"
+    __table_args__ = (
+        CheckConstraint(
+            "records >= 0 AND done >= 0 AND done <= records AND accepted >= 0 AND duplicates >= 0",
+            name="counts_valid",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(16))
+    status: Mapped[ImportStatus] = mapped_column(
+        string_enum(ImportStatus, "status"), default=ImportStatus.running
+    )
+    created_by: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    filtered: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+# "Most doubtful first" sorts on this expression; the index below holds it (the literal must stay a literal).
+DOUBT_SQL = "coalesce(nearest_rouge_l, 0.0)"
+
+
 class Item(Base):
     __tablename__ = "item"
     __table_args__ = (
         Index("ix_item_dataset_status_id", "dataset_id", "status", "id"),
         Index("ix_item_dataset_id_id", "dataset_id", "id"),  # the accept step's catch-up: new rows only
-        Index("ix_item_job_id", "job_id"),
+        Index("ix_item_job_id_id", "job_id", "id"),
+        Index("ix_item_import_id_id", "import_id", "id"),
+        # The review queue's filters and its "most doubtful first" order, each an index led by the dataset.
+        Index("ix_item_dataset_status_language", "dataset_id", "status", "language", "id"),
+        Index("ix_item_dataset_reason", "dataset_id", "filter_reason", "id"),
+        Index("ix_item_dataset_signal", "dataset_id", "duplicate_signal", "id"),
+        Index("ix_item_review_doubt", "dataset_id", "status", text(DOUBT_SQL), "id"),
         CheckConstraint("(status = 'filtered') = (filter_reason IS NOT NULL)", name="filtered_has_reason"),
         CheckConstraint(
             "duplicate_signal IS NULL OR (filter_reason = 'near_duplicate' AND duplicate_signal IN "
@@ -129,12 +177,14 @@ class Item(Base):
         ),
         CheckConstraint("version >= 1", name="version_positive"),
         CheckConstraint("length(instruction) > 0", name="instruction_not_empty"),
+        CheckConstraint("language IN ('zh', 'ja', 'ko', 'latin', 'mixed', 'other')", name="language_valid"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("generation_job.id", ondelete="SET NULL"))
     reply_id: Mapped[int | None] = mapped_column(ForeignKey("generation_reply.id", ondelete="SET NULL"))
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("item_import.id", ondelete="SET NULL"))
     instruction: Mapped[str] = mapped_column(Text)
     input: Mapped[str] = mapped_column(Text, default="")
     output: Mapped[str] = mapped_column(Text, default="")
@@ -149,13 +199,26 @@ class Item(Base):
     nearest_rouge_l: Mapped[float | None] = mapped_column(Float)
     fuzzy_score: Mapped[float | None] = mapped_column(Float)
     semantic_score: Mapped[float | None] = mapped_column(Float)
+    # The script rule of app/reports/language.py: zh, ja, ko, latin, mixed or other.
+    language: Mapped[str] = mapped_column(String(8), default="other", server_default="other")
+    # The text as generated (or imported), kept once a reviewer edits it: {"instruction", "input", "output"}.
+    original: Mapped[dict[str, Any] | None]
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
     model: Mapped[str | None] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(Integer, default=1)
-    claimed_by: Mapped[str | None] = mapped_column(String(200))
-    lease_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class ItemCount(Base):
+    """Items per dataset and status, kept exact by database triggers on `item` (migration 0003): counting
+    50,000 rows for every page would make large datasets slow."""
+
+    __tablename__ = "item_count"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)

@@ -1,29 +1,33 @@
-"""Generation jobs (queue, watch, cancel, read their replies, preview one request) and the items they produced."""
+"""Generation jobs (queue, watch, cancel, read their replies, preview one request), the items they produced, and
+imports of instruction files as items."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile, status
 
 from app.api.deps import ReadSession, RegistryDep, SessionFactoryDep, SettingsDep
-from app.api.schemas import Page
+from app.api.schemas import CursorPage
+from app.auth.deps import DatasetManager, Generator, Reader
 from app.core.db import transaction
 from app.datasets.service import get_dataset
+from app.generation import item_query
+from app.generation.imports import get_import, list_imports, run_import, start_import
+from app.generation.item_formats import ItemFileFormat, ItemFormatError, parse_item_file
 from app.generation.models import DUPLICATE_SIGNALS, ItemStatus
 from app.generation.params import GenerationParams
 from app.generation.pipeline.preview import preview_generation
-from app.generation.schemas import ItemOut, JobOut, PreviewOut, ReplyChoiceOut, ReplyOut
+from app.generation.schemas import ImportOut, ItemOut, JobOut, PreviewOut, ReplyChoiceOut, ReplyOut
 from app.generation.service import (
-    ItemFilter,
     cancel_job,
     get_item,
     get_job,
-    list_items,
     list_jobs,
     list_replies,
     queue_job,
 )
+from app.reports.language import LANGUAGES
 
 router = APIRouter(tags=["generations"])
 
@@ -32,6 +36,7 @@ router = APIRouter(tags=["generations"])
     "/v1/datasets/{dataset_id}/generations", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut
 )
 def create_generation(
+    _: Generator,
     dataset_id: int,
     params: GenerationParams,
     request: Request,
@@ -50,6 +55,7 @@ def create_generation(
 
 @router.post("/v1/datasets/{dataset_id}/generations/preview", response_model=PreviewOut)
 async def preview(
+    _: Generator,
     dataset_id: int,
     params: GenerationParams,
     sessions: SessionFactoryDep,
@@ -72,6 +78,7 @@ async def preview(
 
 @router.get("/v1/datasets/{dataset_id}/generations", response_model=list[JobOut])
 def list_generations(
+    _: Generator,
     dataset_id: int,
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -82,12 +89,12 @@ def list_generations(
 
 
 @router.get("/v1/generations/{job_id}", response_model=JobOut)
-def get_generation(job_id: int, session: ReadSession) -> JobOut:
+def get_generation(_: Generator, job_id: int, session: ReadSession) -> JobOut:
     return JobOut.of(get_job(session, job_id))
 
 
 @router.post("/v1/generations/{job_id}/cancel", response_model=JobOut)
-def cancel_generation(job_id: int, sessions: SessionFactoryDep) -> JobOut:
+def cancel_generation(_: Generator, job_id: int, sessions: SessionFactoryDep) -> JobOut:
     """Cancel a job: a queued one at once, a running one within moments (409 once it has finished)."""
     with transaction(sessions) as session:
         job = cancel_job(session, job_id)
@@ -96,6 +103,7 @@ def cancel_generation(job_id: int, sessions: SessionFactoryDep) -> JobOut:
 
 @router.get("/v1/generations/{job_id}/replies", response_model=list[ReplyOut])
 def replies(
+    _: Generator,
     job_id: int,
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -105,25 +113,99 @@ def replies(
     return [ReplyOut.of(r) for r in list_replies(session, job_id, limit=limit, after=after)]
 
 
-@router.get("/v1/datasets/{dataset_id}/items", response_model=Page[ItemOut])
+@router.get("/v1/datasets/{dataset_id}/items", response_model=CursorPage[ItemOut])
 def list_dataset_items(
+    _: Reader,
     dataset_id: int,
     session: ReadSession,
     status: ItemStatus | None = None,
     filter_reason: Annotated[str | None, Query(max_length=64)] = None,
     duplicate_signal: Annotated[str | None, Query(pattern=f"^({'|'.join(DUPLICATE_SIGNALS)})$")] = None,
     job_id: int | None = None,
+    import_id: int | None = None,
+    language: Annotated[str | None, Query(pattern=f"^({'|'.join(LANGUAGES)})$")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Text in the instruction, input or output.")
+    ] = None,
+    sort: item_query.Sort = "oldest",
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the page before.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> Page[ItemOut]:
+    count: Annotated[bool, Query(description="Also count every matching item (a scan).")] = False,
+) -> CursorPage[ItemOut]:
+    """Items, filtered, in keyset pages (a deep page costs what the first one does)."""
     get_dataset(session, dataset_id)
-    where = ItemFilter(
-        status=status, filter_reason=filter_reason, duplicate_signal=duplicate_signal, job_id=job_id
+    where = item_query.ItemQuery(
+        status=status,
+        job_id=job_id,
+        import_id=import_id,
+        language=language,
+        filter_reason=filter_reason,
+        duplicate_signal=duplicate_signal,
+        text=q or None,
     )
-    rows, total = list_items(session, dataset_id, where, limit=limit, offset=offset)
-    return Page(data=[ItemOut.of(i) for i in rows], total=total, limit=limit, offset=offset)
+    rows, next_cursor = item_query.page(session, dataset_id, where, sort=sort, cursor=cursor, limit=limit)
+    total = item_query.count(session, dataset_id, where) if count else None
+    return CursorPage(data=[ItemOut.of(i) for i in rows], next_cursor=next_cursor, total=total)
 
 
 @router.get("/v1/items/{item_id}", response_model=ItemOut)
-def get_one(item_id: int, session: ReadSession) -> ItemOut:
+def get_one(_: Reader, item_id: int, session: ReadSession) -> ItemOut:
     return ItemOut.of(get_item(session, item_id))
+
+
+@router.post(
+    "/v1/datasets/{dataset_id}/items/import", status_code=status.HTTP_201_CREATED, response_model=ImportOut
+)
+def import_items(
+    principal: DatasetManager,
+    dataset_id: int,
+    sessions: SessionFactoryDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="Alpaca JSON/JSONL, ShareGPT, or OpenAI chat JSONL")],
+    format: Annotated[ItemFileFormat, Form()] = "auto",
+) -> ImportOut:
+    """Bring your own data: the records become items through the same filters and near-duplicate index as
+    generated ones (every drop keeps its reason); the rest waits for review. A malformed file imports nothing
+    and the 422 names the line and field. A plain (sync) route: parsing runs in a worker thread."""
+    data = file.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, f"file: larger than {settings.max_upload_bytes} bytes"
+        )
+    with sessions() as session:
+        get_dataset(session, dataset_id)  # a 404 before the work of parsing
+    try:
+        records = parse_item_file(data, filename=file.filename, format=format)
+    except ItemFormatError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            {
+                "message": str(exc),
+                "line": exc.line,
+                "field": exc.field,
+                "record": exc.record,
+                "file": file.filename,
+            },
+        ) from exc
+    with transaction(sessions) as session:
+        started = start_import(
+            session,
+            dataset_id,
+            filename=file.filename or "upload",
+            format=format,
+            records=len(records),
+            by=principal.name,
+        )
+    return ImportOut.of(run_import(sessions, settings, started.id, records))
+
+
+@router.get("/v1/datasets/{dataset_id}/imports", response_model=list[ImportOut])
+def imports(_: Reader, dataset_id: int, session: ReadSession) -> list[ImportOut]:
+    return [ImportOut.of(i) for i in list_imports(session, dataset_id)]
+
+
+@router.get("/v1/imports/{import_id}", response_model=ImportOut)
+def one_import(_: Reader, import_id: int, session: ReadSession) -> ImportOut:
+    return ImportOut.of(get_import(session, import_id))

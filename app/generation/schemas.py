@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.generation.models import GenerationJob, GenerationReply, Item, ItemStatus
+from app.generation.models import GenerationJob, GenerationReply, Item, ItemImport, ItemStatus
 from app.jobs.models import JobStatus
 
 
@@ -121,6 +121,7 @@ class ItemOut(BaseModel):
     dataset_id: int
     job_id: int | None
     reply_id: int | None
+    import_id: int | None
     instruction: str
     input: str
     output: str
@@ -130,9 +131,11 @@ class ItemOut(BaseModel):
     nearest: Neighbour | None
     fuzzy_score: float | None
     semantic_score: float | None
+    language: str = Field(description="zh, ja, ko, latin, mixed or other (by the instruction's script).")
+    original: dict[str, str] | None = Field(description="The text as generated, once a reviewer edited it.")
     labels: dict[str, Any]
     model: str | None
-    version: int
+    version: int = Field(description="Send it back with a review decision; a stale one is a 409.")
     created_at: datetime
     decided_at: datetime | None
 
@@ -146,6 +149,7 @@ class ItemOut(BaseModel):
             dataset_id=item.dataset_id,
             job_id=item.job_id,
             reply_id=item.reply_id,
+            import_id=item.import_id,
             instruction=item.instruction,
             input=item.input,
             output=item.output,
@@ -155,6 +159,8 @@ class ItemOut(BaseModel):
             nearest=nearest,
             fuzzy_score=item.fuzzy_score,
             semantic_score=item.semantic_score,
+            language=item.language,
+            original=item.original,
             labels=item.labels,
             model=item.model,
             version=item.version,
@@ -184,3 +190,44 @@ class PreviewOut(BaseModel):
     error: str | None
     candidates: list[PreviewCandidateOut]
     latency_ms: float
+
+
+class ImportOut(BaseModel):
+    """A file of instruction data brought into a dataset, and what became of its records."""
+
+    id: int
+    object: Literal["item_import"] = "item_import"
+    dataset_id: int
+    filename: str
+    format: str
+    status: str
+    created_by: str
+    records: int
+    done: int = Field(description="Records stored so far (all of them once the import succeeded).")
+    accepted: int = Field(description="Stored as pending: waiting for review.")
+    duplicates: int = Field(
+        description="Dropped as near-duplicates of a seed, an item, or an earlier record."
+    )
+    filtered: dict[str, int] = Field(description="Dropped by a heuristic filter, by reason.")
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ItemImport) -> ImportOut:
+        return cls(
+            id=row.id,
+            dataset_id=row.dataset_id,
+            filename=row.filename,
+            format=row.format,
+            status=row.status.value,
+            created_by=row.created_by,
+            records=row.records,
+            done=row.done,
+            accepted=row.accepted,
+            duplicates=row.duplicates,
+            filtered=row.filtered or {},
+            error=row.error,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.core.errors import ConflictError, NotFoundError
 from app.datasets.service import get_dataset, has_seeds
-from app.generation.models import GenerationJob, GenerationReply, Item, ItemStatus
+from app.generation.models import GenerationJob, GenerationReply, Item, ItemCount, ItemStatus
 from app.generation.params import GenerationParams
 from app.jobs import queue
 from app.jobs.models import JobStatus
@@ -87,31 +86,6 @@ def list_replies(session: Session, job_id: int, *, limit: int, after: int | None
     return list(session.scalars(query.order_by(GenerationReply.request_no).limit(limit)))
 
 
-@dataclass(frozen=True, slots=True)
-class ItemFilter:
-    status: ItemStatus | None = None
-    filter_reason: str | None = None
-    duplicate_signal: str | None = None
-    job_id: int | None = None
-
-
-def list_items(
-    session: Session, dataset_id: int, where: ItemFilter, *, limit: int, offset: int
-) -> tuple[list[Item], int]:
-    conditions = [Item.dataset_id == dataset_id]
-    if where.status is not None:
-        conditions.append(Item.status == where.status)
-    if where.filter_reason is not None:
-        conditions.append(Item.filter_reason == where.filter_reason)
-    if where.duplicate_signal is not None:
-        conditions.append(Item.duplicate_signal == where.duplicate_signal)
-    if where.job_id is not None:
-        conditions.append(Item.job_id == where.job_id)
-    total = session.scalar(select(func.count()).select_from(Item).where(*conditions)) or 0
-    rows = session.scalars(select(Item).where(*conditions).order_by(Item.id).limit(limit).offset(offset))
-    return list(rows), total
-
-
 def get_item(session: Session, item_id: int) -> Item:
     item = session.get(Item, item_id)
     if item is None:
@@ -120,18 +94,19 @@ def get_item(session: Session, item_id: int) -> Item:
 
 
 def counts_by_dataset(session: Session, dataset_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-    """Items by status and jobs, per dataset, in two grouped queries whatever the number of datasets."""
+    """Items by status and jobs, per dataset: item counts from the trigger-kept `item_count` table (no scan of
+    the items, however many), jobs in one grouped query."""
     counts: dict[int, dict[str, int]] = {
         i: {"jobs": 0, "items": 0, **{s.value: 0 for s in ItemStatus}} for i in dataset_ids
     }
     if not dataset_ids:
         return counts
     for dataset_id, status, n in session.execute(
-        select(Item.dataset_id, Item.status, func.count())
-        .where(Item.dataset_id.in_(dataset_ids))
-        .group_by(Item.dataset_id, Item.status)
+        select(ItemCount.dataset_id, ItemCount.status, ItemCount.n).where(
+            ItemCount.dataset_id.in_(dataset_ids)
+        )
     ):
-        counts[dataset_id][ItemStatus(status).value] = n
+        counts[dataset_id][status] = n
         counts[dataset_id]["items"] += n
     for dataset_id, n in session.execute(
         select(GenerationJob.dataset_id, func.count())

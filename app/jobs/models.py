@@ -9,23 +9,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, Enum, Integer, String, Text
+from sqlalchemy import Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.core.db import utcnow
-
-
-def string_enum(cls: type[enum.Enum], name: str) -> Enum:
-    """VARCHAR + a named CHECK constraint rather than a native PostgreSQL ENUM: adding a state is a plain
-    migration on every database."""
-    return Enum(
-        cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        values_callable=lambda e: [m.value for m in e],
-    )
+from app.core.db import string_enum, utcnow
 
 
 class JobStatus(enum.StrEnum):

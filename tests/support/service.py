@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from app.auth.roles import Role
+from app.auth.service import create_token, create_user
 from app.core.config import Settings
+from app.core.db import transaction
 from app.llm import LLMBackend
 from app.llm.registry import BackendRegistry
 from app.main import create_app
@@ -22,15 +26,34 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def running_service(settings: Settings, backend: LLMBackend | None = None) -> Iterator[TestClient]:
-    """The app with its worker; `backend`, when given, answers for every configured backend name."""
+def running_service(
+    settings: Settings, backend: LLMBackend | None = None, *, role: Role | None = Role.admin
+) -> Iterator[TestClient]:
+    """The app with its worker; `backend`, when given, answers for every configured backend name. The client
+    sends a bearer token of a fresh user with `role` (None: no credentials)."""
     registry = (
         BackendRegistry(settings.backends, factory=lambda _name, _settings: backend)
         if backend is not None
         else None
     )
     with TestClient(create_app(settings, backends=registry)) as client:
+        if role is not None:
+            client.headers["Authorization"] = f"Bearer {new_user_token(client, role)}"
         yield client
+
+
+def new_user_token(
+    client: TestClient, role: Role, name: str | None = None, password: str | None = None
+) -> str:
+    """A new user with `role` (and `password`, for the UI) and an API token of theirs, made in the database."""
+    with transaction(client.app.state.sessions) as session:  # type: ignore[attr-defined]
+        user = create_user(session, name or f"{role.value}-{uuid.uuid4().hex[:8]}", role, password)
+        secret, _ = create_token(session, user, name="tests")
+    return secret
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def wait_for_job(client: TestClient, job_id: int, timeout: float = 60.0) -> dict[str, Any]:
@@ -44,13 +67,17 @@ def wait_for_job(client: TestClient, job_id: int, timeout: float = 60.0) -> dict
 
 
 def all_items(client: TestClient, dataset_id: int, **filters: Any) -> list[dict[str, Any]]:
+    """Every item matching `filters`, page by page (keyset cursors)."""
     items: list[dict[str, Any]] = []
+    cursor = None
     while True:
-        page = client.get(
-            f"/v1/datasets/{dataset_id}/items", params={"limit": 500, "offset": len(items), **filters}
-        ).json()
+        params = {"limit": 500, **filters, **({"cursor": cursor} if cursor else {})}
+        response = client.get(f"/v1/datasets/{dataset_id}/items", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
         items.extend(page["data"])
-        if len(items) >= page["total"]:
+        cursor = page["next_cursor"]
+        if cursor is None:
             return items
 
 

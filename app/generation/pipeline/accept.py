@@ -27,8 +27,9 @@ from app.datasets.service import seeds_after
 from app.dedup import DuplicateCheck, NearDuplicateIndex
 from app.dedup.remote import IndexProcess
 from app.generation.models import GenerationJob, GenerationReply, Item, ItemStatus
-from app.generation.pipeline.screening import ScreenedReply
+from app.generation.pipeline.screening import Candidate, ScreenedReply
 from app.jobs.queue import Claim, fenced_update
+from app.reports.language import script_language
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,100 @@ class AcceptOutcome:
     skipped: int  # replies not stored because the job had already accepted its count
 
 
+class DatasetIndex:
+    """A dataset's near-duplicate index as one writer sees it: seeds and kept items up to the last ids it saw,
+    plus what this writer stored itself. Used under the dataset's accept lock (see `serialize`), by a job's
+    accept step and by an import alike."""
+
+    def __init__(self, dataset_id: int, thresholds: Thresholds) -> None:
+        self.dataset_id = dataset_id
+        self._thresholds = thresholds
+        self._index: IndexProcess | None = None  # in a child process: see app/dedup/remote.py
+        self._last_seed_id = 0
+        self._last_item_id = 0
+        self._next_key = 0
+        self._new_ids: dict[int, int] = {}  # ("new", k) index keys of this writer's kept items -> item ids
+
+    def sync(self, session: Session) -> None:
+        """Build the index from the dataset, or catch up with what others stored since it last looked."""
+        if self._index is None:
+            self._index = IndexProcess(**index_options(self._thresholds))
+            self._new_ids = {}
+            self._last_seed_id = self._last_item_id = 0
+        self._last_seed_id, self._last_item_id = catch_up(
+            session, self._index, self.dataset_id, self._last_seed_id, self._last_item_id
+        )
+
+    def check(self, texts: Sequence[str]) -> tuple[list[DuplicateCheck], int]:
+        """Greedy checks of new texts (each kept one joins the index); and the index key of the first."""
+        assert self._index is not None
+        first = self._next_key
+        self._next_key += len(texts)
+        return self._index.check_and_add_many([(("new", first + i), t) for i, t in enumerate(texts)]), first
+
+    def evidence(self, check: DuplicateCheck | None) -> dict[str, Any]:
+        """The item columns that keep the evidence: the nearest neighbour by ROUGE-L (or by the signal that
+        fired) and every score. A neighbour stored in this very batch has no id yet: see `link`."""
+        if check is None:
+            return dict(_NO_EVIDENCE)
+        kind, ident = resolve_key(evidence_key(check), self._new_ids)
+        return {
+            "nearest_kind": kind,
+            "nearest_id": ident,
+            "nearest_rouge_l": check.nearest_score,
+            "fuzzy_score": check.fuzzy_score,
+            "semantic_score": check.semantic_score,
+        }
+
+    def link(
+        self,
+        session: Session,
+        item_ids: list[int],
+        checks: list[DuplicateCheck | None],
+        new_ids: dict[int, int],
+    ) -> None:
+        """Point items at neighbours inserted in the same batch, now that those have ids."""
+        rows = []
+        for item_id, check in zip(item_ids, checks, strict=True):
+            key = evidence_key(check) if check is not None else None
+            if key is not None and key[0] == "new" and key[1] not in self._new_ids:  # type: ignore[index]
+                kind, ident = resolve_key(key, new_ids)
+                rows.append({"b_id": item_id, "b_kind": kind, "b_nearest": ident})
+        if rows:
+            table = Item.__table__
+            session.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(nearest_kind=bindparam("b_kind"), nearest_id=bindparam("b_nearest")),
+                rows,
+            )
+
+    def committed(self, new_ids: dict[int, int], last_id: int) -> None:
+        """The batch's transaction committed: its kept items are the dataset's now."""
+        self._new_ids.update(new_ids)
+        self._last_item_id = max(self._last_item_id, last_id)
+
+    def close(self) -> None:
+        """End the index's process; a failed batch's texts may be in it, so the next sync builds a fresh one."""
+        index, self._index = self._index, None
+        if index is not None:
+            index.close()
+
+
+def judge(reason: str | None, check: DuplicateCheck | None) -> dict[str, Any]:
+    """An item's status columns from its heuristic verdict and its near-duplicate check."""
+    if reason is not None:
+        return {"status": ItemStatus.filtered, "filter_reason": reason, "duplicate_signal": None}
+    assert check is not None
+    if check.is_duplicate:
+        return {
+            "status": ItemStatus.filtered,
+            "filter_reason": NEAR_DUPLICATE,
+            "duplicate_signal": check.signal,
+        }
+    return {"status": ItemStatus.pending, "filter_reason": None, "duplicate_signal": None}
+
+
 class AcceptStep:
     """The accept step of one running job (one claim); its index is private, its lock is the dataset's."""
 
@@ -127,80 +222,41 @@ class AcceptStep:
         self._dataset_id = dataset_id
         self._count = count
         self.counters = counters
-        self._thresholds = thresholds
         self._model = model[:200]
-        self._index: IndexProcess | None = None  # in a child process: see app/dedup/remote.py
-        self._last_seed_id = 0
-        self._last_item_id = 0
-        self._next_key = 0
-        self._new_ids: dict[int, int] = {}  # ("new", k) index keys of this runner's kept items -> item ids
-
-    # --- the index ----------------------------------------------------------------------------------------
+        self._index = DatasetIndex(dataset_id, thresholds)
 
     def load(self) -> None:
         """Build the index from the dataset as it is now (outside the lock: the accept step catches up)."""
         with self._sessions() as session:
-            self._rebuild(session)
-
-    def _rebuild(self, session: Session) -> None:
-        self.close()
-        self._index = IndexProcess(**index_options(self._thresholds))
-        self._new_ids = {}
-        self._last_seed_id, self._last_item_id = catch_up(session, self._index, self._dataset_id, 0, 0)
-
-    def _catch_up(self, session: Session) -> None:
-        assert self._index is not None
-        self._last_seed_id, self._last_item_id = catch_up(
-            session, self._index, self._dataset_id, self._last_seed_id, self._last_item_id
-        )
+            self._index.sync(session)
 
     def close(self) -> None:
-        """End the index's process (the next accept, if any, builds a fresh one)."""
-        index, self._index = self._index, None
-        if index is not None:
-            index.close()
-
-    # --- accepting ----------------------------------------------------------------------------------------
+        self._index.close()
 
     def accept(self, replies: Sequence[ScreenedReply]) -> AcceptOutcome:
         """Store `replies` in order (stopping once the job's count is reached) in one fenced transaction."""
         try:
             with transaction(self._sessions) as session:
                 serialize(session, ACCEPT_LOCK, self._dataset_id)
-                if self._index is None:
-                    self._rebuild(session)
-                else:
-                    self._catch_up(session)
+                self._index.sync(session)
                 outcome, new_ids, last_id = self._store(session, replies)
         except BaseException:
             self.close()  # the index may hold texts of this batch, which was not stored: rebuild it
             raise
         self.counters = outcome.counters
-        self._new_ids.update(new_ids)
-        self._last_item_id = max(self._last_item_id, last_id)
+        self._index.committed(new_ids, last_id)
         return outcome
 
     def _store(
         self, session: Session, replies: Sequence[ScreenedReply]
     ) -> tuple[AcceptOutcome, dict[int, int], int]:
-        assert self._index is not None
         counters = self.counters.copy()
-        reply_rows: list[dict[str, Any]] = []
-        item_rows: list[
-            dict[str, Any]
-        ] = []  # each with "_reply" (position) and "_key" (new index key or None)
-        checks: list[DuplicateCheck | None] = []
         # One greedy pass over the whole batch, in reply order (vectorised blocks beat many small calls). If the
         # count is reached part-way, the index also holds texts of replies not stored: the job ends there.
-        passing = [c for reply in replies for c in reply.candidates if c.reason is None]
-        first_key = self._next_key
-        self._next_key += len(passing)
-        verdicts = iter(
-            self._index.check_and_add_many(
-                [(("new", first_key + i), c.item.instruction) for i, c in enumerate(passing)]
-            )
-        )
-        key_iter = iter(range(first_key, first_key + len(passing)))
+        judged = iter(judge_all(self._index, [c for reply in replies for c in reply.candidates]))
+        reply_rows: list[dict[str, Any]] = []
+        item_rows: list[dict[str, Any]] = []  # each with "_reply": its reply's position in reply_rows
+        items: list[JudgedItem] = []
         stored = 0
         for reply in replies:
             if counters.accepted >= self._count:
@@ -208,40 +264,17 @@ class AcceptStep:
             stored += 1
             accepted_here = 0
             for candidate in reply.candidates:
-                # Every row has every key: an executemany INSERT takes its columns from the first row.
-                row = {
-                    "dataset_id": self._dataset_id,
-                    "job_id": self._claim.job_id,
-                    "instruction": candidate.item.instruction,
-                    "input": candidate.item.input,
-                    "output": candidate.item.output,
-                    "model": self._model,
-                    "filter_reason": None,
-                    "duplicate_signal": None,
-                    "_reply": len(reply_rows),
-                    "_key": None,
-                }
-                check: DuplicateCheck | None = None
+                item = next(judged)
                 if candidate.reason is not None:
-                    row.update(status=ItemStatus.filtered, filter_reason=candidate.reason)
                     counters.filtered[candidate.reason] += 1
+                elif item.key is None:
+                    counters.duplicates += 1
                 else:
-                    check = next(verdicts)
-                    key = next(key_iter)
-                    if check.is_duplicate:
-                        row.update(
-                            status=ItemStatus.filtered,
-                            filter_reason=NEAR_DUPLICATE,
-                            duplicate_signal=check.signal,
-                        )
-                        counters.duplicates += 1
-                    else:
-                        row.update(status=ItemStatus.pending, _key=key)
-                        counters.accepted += 1
-                        accepted_here += 1
-                row.update(self._evidence(check))
-                item_rows.append(row)
-                checks.append(check)
+                    counters.accepted += 1
+                    accepted_here += 1
+                base = {"dataset_id": self._dataset_id, "job_id": self._claim.job_id, "model": self._model}
+                item_rows.append({**base, **item.columns, "_reply": len(reply_rows)})
+                items.append(item)
             counters.requests += 1
             counters.prompts += reply.prompts
             counters.raw += reply.raw
@@ -282,57 +315,59 @@ class AcceptStep:
             if item_rows:
                 for row in item_rows:
                     row["reply_id"] = reply_ids[row.pop("_reply")]
-                keys = [row.pop("_key") for row in item_rows]
-                item_ids = list(
-                    session.scalars(
-                        insert(Item.__table__).returning(Item.__table__.c.id, sort_by_parameter_order=True),
-                        item_rows,
-                    )
-                )
-                new_ids = {
-                    key: item_id for key, item_id in zip(keys, item_ids, strict=True) if key is not None
-                }
-                last_id = max(item_ids)
-                self._link_batch_neighbours(session, item_ids, checks, new_ids)
+                new_ids, last_id = insert_items(session, self._index, item_rows, items)
         cancel_requested = fenced_update(session, GenerationJob, self._claim, **counters.values())
         outcome = AcceptOutcome(counters, cancel_requested, stored, len(replies) - stored)
         return outcome, new_ids, last_id
 
-    def _evidence(self, check: DuplicateCheck | None) -> dict[str, Any]:
-        """The item columns that keep the evidence: the nearest neighbour by ROUGE-L (or by the signal that
-        fired) and every score. A neighbour stored in this very batch has no id yet: linked after the insert."""
-        if check is None:
-            return dict(_NO_EVIDENCE)
-        kind, ident = resolve_key(evidence_key(check), self._new_ids)
-        return {
-            "nearest_kind": kind,
-            "nearest_id": ident,
-            "nearest_rouge_l": check.nearest_score,
-            "fuzzy_score": check.fuzzy_score,
-            "semantic_score": check.semantic_score,
-        }
 
-    def _link_batch_neighbours(
-        self,
-        session: Session,
-        item_ids: list[int],
-        checks: list[DuplicateCheck | None],
-        new_ids: dict[int, int],
-    ) -> None:
-        rows = []
-        for item_id, check in zip(item_ids, checks, strict=True):
-            key = evidence_key(check) if check is not None else None
-            if key is not None and key[0] == "new" and key[1] not in self._new_ids:  # type: ignore[index]
-                kind, ident = resolve_key(key, new_ids)
-                rows.append({"b_id": item_id, "b_kind": kind, "b_nearest": ident})
-        if rows:
-            table = Item.__table__
-            session.execute(
-                update(table)
-                .where(table.c.id == bindparam("b_id"))
-                .values(nearest_kind=bindparam("b_kind"), nearest_id=bindparam("b_nearest")),
-                rows,
-            )
+@dataclass(frozen=True, slots=True)
+class JudgedItem:
+    """A candidate's columns once judged (text, language, status, evidence), its check, and its index key when
+    it was kept (other items may name it as their neighbour before it has an id)."""
+
+    columns: dict[str, Any]
+    check: DuplicateCheck | None
+    key: int | None
+
+
+def judge_all(index: DatasetIndex, candidates: Sequence[Candidate]) -> list[JudgedItem]:
+    """Check every candidate that passed the heuristic filters against the index, greedily and in order."""
+    passing = [c for c in candidates if c.reason is None]
+    checks, first = index.check([c.item.instruction for c in passing])
+    verdicts = iter(enumerate(checks, start=first))
+    judged = []
+    for candidate in candidates:
+        key, check = next(verdicts) if candidate.reason is None else (None, None)
+        text = candidate.item
+        columns = {
+            "instruction": text.instruction,
+            "input": text.input,
+            "output": text.output,
+            "language": script_language(text.instruction, text.input, text.output),
+            **judge(candidate.reason, check),
+            **index.evidence(check),
+        }
+        kept = check is not None and not check.is_duplicate
+        judged.append(JudgedItem(columns, check, key if kept else None))
+    return judged
+
+
+def insert_items(
+    session: Session, index: DatasetIndex, rows: list[dict[str, Any]], items: list[JudgedItem]
+) -> tuple[dict[int, int], int]:
+    """Insert judged items (every row with every key: an executemany takes its columns from the first row);
+    the index keys of the kept ones -> their ids, and the last id."""
+    item_ids = list(
+        session.scalars(
+            insert(Item.__table__).returning(Item.__table__.c.id, sort_by_parameter_order=True), rows
+        )
+    )
+    new_ids = {
+        item.key: item_id for item, item_id in zip(items, item_ids, strict=True) if item.key is not None
+    }
+    index.link(session, item_ids, [item.check for item in items], new_ids)
+    return new_ids, max(item_ids)
 
 
 _NO_EVIDENCE = {

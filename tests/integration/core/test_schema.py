@@ -13,8 +13,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
-import app.datasets.models  # noqa: F401 (every table in the metadata)
+import app.auth.models  # noqa: F401 (every table in the metadata)
+import app.datasets.models  # noqa: F401
 import app.generation.models  # noqa: F401
+import app.review.models  # noqa: F401
 from app.core.db import PROJECT_ROOT, Base, create_db_engine, normalize_database_url, run_migrations
 
 

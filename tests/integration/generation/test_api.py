@@ -102,6 +102,7 @@ def test_dataset_lifecycle_and_errors(client) -> None:
         "approved": 0,
         "rejected": 0,
         "filtered": 0,
+        "disputed": 0,
     }
     assert client.post("/v1/datasets", json={"name": "first"}).status_code == 409
     bad = client.post("/v1/datasets", json={"name": ""})
@@ -170,8 +171,15 @@ def test_generation_job_stores_items_whose_reasons_add_up(client, scripted) -> N
     counts = client.get(f"/v1/datasets/{dataset_id}").json()["counts"]
     assert counts["pending"] == 2 and counts["filtered"] == 5 and counts["jobs"] == 1
 
-    pending = client.get(f"/v1/datasets/{dataset_id}/items", params={"status": "pending", "limit": 1}).json()
-    assert pending["total"] == 2 and len(pending["data"]) == 1
+    pending = client.get(
+        f"/v1/datasets/{dataset_id}/items", params={"status": "pending", "limit": 1, "count": True}
+    ).json()
+    assert pending["total"] == 2 and len(pending["data"]) == 1 and pending["next_cursor"]
+    rest = client.get(
+        f"/v1/datasets/{dataset_id}/items", params={"status": "pending", "cursor": pending["next_cursor"]}
+    ).json()
+    assert len(rest["data"]) == 1 and rest["next_cursor"] is None and rest["total"] is None
+    assert rest["data"][0]["id"] > pending["data"][0]["id"]
     assert client.get(f"/v1/items/{sky['id']}").json()["instruction"] == sky["instruction"]
     assert client.get("/v1/items/99999").status_code == 404
     assert client.get(f"/v1/datasets/{dataset_id}/items", params={"status": "nope"}).status_code == 422
@@ -254,7 +262,7 @@ def test_a_backend_that_stays_down_fails_the_job_past_its_error_budget(database_
             and job["counters"]["parsed"] == 0
             and job["finished_at"] is not None
         )
-        assert client.get(f"/v1/datasets/{dataset_id}/items").json()["total"] == 0
+        assert client.get(f"/v1/datasets/{dataset_id}/items").json()["data"] == []
         replies = client.get(f"/v1/generations/{job['id']}/replies").json()
         assert len(replies) == 3 and all("connection refused" in r["error"] for r in replies)
 

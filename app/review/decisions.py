@@ -1,0 +1,368 @@
+"""Review transitions, each one transaction that locks the item, checks its version, changes it and appends an
+event:
+
+    pending  --approve / edit-and-approve / reject-->  approved | rejected      (k answers that agree)
+    pending  --k answers that disagree-->  disputed  --an admin settles-->  approved | rejected
+    filtered --a reviewer restores-->  pending
+    approved | rejected | disputed  --an admin reopens-->  pending
+    any decision  --its reviewer undoes it (within a window, if nothing happened since)-->  where it was
+
+With k = 1 (the default) every answer decides. A stale version is a StaleError carrying the item as it is now,
+so the caller can show it and decide again; nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.auth.roles import Permission, allows
+from app.auth.service import Principal
+from app.core.db import utc_now, utcnow
+from app.core.errors import ConflictError, ForbiddenError, InvalidFieldError, NotFoundError, StaleError
+from app.core.text import storable
+from app.generation.models import Item, ItemStatus
+from app.review.claims import drop_claims, live_holders
+from app.review.models import ReviewAction, ReviewClaim, ReviewEvent, ReviewResponse, Verdict
+from app.review.settings import ReviewSettings
+
+TEXT_FIELDS = ("instruction", "input", "output")
+MAX_FIELD_CHARS = 20_000
+MAX_NOTE_CHARS = 2_000
+DECIDED = {Verdict.approve: ItemStatus.approved, Verdict.reject: ItemStatus.rejected}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    version: int
+    reason: str | None = None
+    note: str | None = None
+    edits: dict[str, str] | None = None  # approve only: the fields the reviewer changed
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    item: Item
+    event: ReviewEvent
+    decided: bool  # the item left `pending` (or `disputed`) with this transition
+
+
+def texts_of(item: Item) -> dict[str, str]:
+    return {field: getattr(item, field) for field in TEXT_FIELDS}
+
+
+def lock_item(session: Session, item_id: int) -> Item:
+    """The item, locked for this transaction (PostgreSQL; on SQLite the write transaction holds the lock)."""
+    item = session.scalar(
+        select(Item).where(Item.id == item_id).with_for_update().execution_options(populate_existing=True)
+    )
+    if item is None:
+        raise NotFoundError(f"item {item_id} not found")
+    return item
+
+
+def _check_version(item: Item, version: int) -> None:
+    if item.version != version:
+        raise StaleError(
+            f"item {item.id} changed since you loaded it (your version {version}, now {item.version}); "
+            "here it is as it is now",
+            item.id,
+        )
+
+
+def clean_edits(item: Item, edits: dict[str, str] | None) -> dict[str, str] | None:
+    """The edited fields that differ from the item, cleaned like model output; None when nothing changed."""
+    if not edits:
+        return None
+    changed: dict[str, str] = {}
+    for field, value in edits.items():
+        if field not in TEXT_FIELDS:
+            raise InvalidFieldError(f"edits.{field}", f"only {', '.join(TEXT_FIELDS)} can be edited")
+        text = storable(value).strip()
+        if len(text) > MAX_FIELD_CHARS:
+            raise InvalidFieldError(f"edits.{field}", f"at most {MAX_FIELD_CHARS} characters")
+        if not text and field != "input":
+            raise InvalidFieldError(f"edits.{field}", "must not be empty")
+        if text != getattr(item, field):
+            changed[field] = text
+    return changed or None
+
+
+def _check_reason(decision: Decision, settings: ReviewSettings) -> tuple[str | None, str | None]:
+    note = _note(decision.note)
+    if decision.verdict is Verdict.reject:
+        if decision.reason not in settings.reject_reasons:
+            raise InvalidFieldError(
+                "reason",
+                f"a rejection needs one of the dataset's reasons: {', '.join(settings.reject_reasons)}",
+            )
+        if decision.edits:
+            raise InvalidFieldError("edits", "edits go with an approval (edit-and-approve), not a rejection")
+        return decision.reason, note
+    if decision.reason is not None:
+        raise InvalidFieldError("reason", "only a rejection has a reason (use note for a comment)")
+    return None, note
+
+
+def _event(
+    session: Session,
+    item: Item,
+    actor: Principal | None,
+    action: ReviewAction,
+    from_status: str,
+    *,
+    reason: str | None = None,
+    note: str | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    undoes_id: int | None = None,
+) -> ReviewEvent:
+    event = ReviewEvent(
+        dataset_id=item.dataset_id,
+        item_id=item.id,
+        actor_id=actor.user_id if actor else None,
+        actor=actor.name if actor else "system",
+        action=action,
+        from_status=from_status,
+        to_status=item.status.value,
+        reason=reason,
+        note=note,
+        before=before,
+        after=after,
+        version_after=item.version,
+        undoes_id=undoes_id,
+        created_at=utcnow(),
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def _apply_edits(
+    item: Item, edits: dict[str, str] | None
+) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """Write the edits into the item, keeping the generated text once (`original`); (before, after) texts."""
+    if not edits:
+        return None, None
+    before = texts_of(item)
+    if item.original is None:
+        item.original = before
+    for field, value in edits.items():
+        setattr(item, field, value)
+    return before, texts_of(item)
+
+
+def _decide_item(item: Item, status: ItemStatus) -> None:
+    item.status = status
+    item.decided_at = utcnow() if status in (ItemStatus.approved, ItemStatus.rejected) else None
+
+
+# --- answering ------------------------------------------------------------------------------------------------
+
+
+def decide(
+    session: Session, principal: Principal, item_id: int, decision: Decision, settings: ReviewSettings
+) -> Outcome:
+    """A reviewer's answer (or an admin settling a dispute). See the module docstring for the transitions."""
+    item = lock_item(session, item_id)
+    _check_version(item, decision.version)
+    reason, note = _check_reason(decision, settings)
+    edits = clean_edits(item, decision.edits)
+    if item.status is ItemStatus.disputed:
+        return _settle(session, principal, item, decision.verdict, reason, note, edits)
+    if item.status is not ItemStatus.pending:
+        raise StaleError(f"item {item.id} is {item.status.value}, not waiting for review", item.id)
+
+    answers = list(session.scalars(select(ReviewResponse).where(ReviewResponse.item_id == item.id)))
+    if any(a.user_id == principal.user_id for a in answers):
+        raise ConflictError(f"you already answered item {item.id}; undo your answer to change it")
+    holders = live_holders(session, item.id)
+    others = len(set(holders) - {principal.user_id})
+    if principal.user_id not in holders and others + len(answers) >= settings.overlap:
+        raise StaleError(f"item {item.id} is held by another reviewer now", item.id)
+
+    answer = ReviewResponse(
+        item_id=item.id,
+        dataset_id=item.dataset_id,
+        user_id=principal.user_id,
+        verdict=decision.verdict,
+        reason=reason,
+        note=note,
+        edits=edits,
+    )
+    session.add(answer)
+    answers.append(answer)
+    if len(answers) < settings.overlap:
+        drop_claims(session, [item.id], user_id=principal.user_id)
+        session.flush()
+        event = _event(session, item, principal, ReviewAction.respond, "pending", reason=reason, note=note)
+        return Outcome(item, event, decided=False)
+
+    agreed = len({a.verdict for a in answers}) == 1 and all(a.edits == answers[0].edits for a in answers)
+    before = after = None
+    if agreed:
+        before, after = _apply_edits(item, answers[0].edits)
+        _decide_item(item, DECIDED[decision.verdict])
+        action = ReviewAction.approve if decision.verdict is Verdict.approve else ReviewAction.reject
+        if decision.verdict is Verdict.reject and settings.overlap > 1:  # the reason most reviewers gave
+            reason = Counter(a.reason for a in answers).most_common(1)[0][0]
+    else:
+        _decide_item(item, ItemStatus.disputed)
+        action = ReviewAction.dispute
+    session.flush()  # the version moves on here (checked against the locked row)
+    drop_claims(session, [item.id])
+    event = _event(
+        session, item, principal, action, "pending", reason=reason, note=note, before=before, after=after
+    )
+    return Outcome(item, event, decided=True)
+
+
+def _settle(
+    session: Session,
+    principal: Principal,
+    item: Item,
+    verdict: Verdict,
+    reason: str | None,
+    note: str | None,
+    edits: dict[str, str] | None,
+) -> Outcome:
+    if not allows(principal.role, Permission.review_admin):
+        raise ForbiddenError(f"item {item.id} is disputed: an admin settles it")
+    before, after = _apply_edits(item, edits)
+    _decide_item(item, DECIDED[verdict])
+    session.flush()
+    drop_claims(session, [item.id])
+    action = ReviewAction.approve if verdict is Verdict.approve else ReviewAction.reject
+    event = _event(
+        session, item, principal, action, "disputed", reason=reason, note=note, before=before, after=after
+    )
+    return Outcome(item, event, decided=True)
+
+
+# --- undo -----------------------------------------------------------------------------------------------------
+
+UNDOABLE = (ReviewAction.approve, ReviewAction.reject, ReviewAction.respond, ReviewAction.dispute)
+
+
+def last_undoable(
+    session: Session, principal: Principal, dataset_id: int, window: timedelta
+) -> ReviewEvent | None:
+    """This reviewer's latest decision in the dataset that is not undone yet and is recent enough."""
+    undone = select(ReviewEvent.undoes_id).where(
+        ReviewEvent.actor_id == principal.user_id, ReviewEvent.undoes_id.is_not(None)
+    )
+    return session.scalar(
+        select(ReviewEvent)
+        .where(
+            ReviewEvent.actor_id == principal.user_id,
+            ReviewEvent.dataset_id == dataset_id,
+            ReviewEvent.action.in_(UNDOABLE),
+            ReviewEvent.bulk_id.is_(None),
+            ReviewEvent.created_at > utcnow() - window,
+            ReviewEvent.id.not_in(undone),
+        )
+        .order_by(ReviewEvent.id.desc())
+        .limit(1)
+    )
+
+
+def undo(
+    session: Session, principal: Principal, dataset_id: int, *, window: timedelta, lease_seconds: float
+) -> Outcome:
+    """Take back this reviewer's last decision in the dataset: the item returns to where it was (and, when that
+    is pending, to this reviewer's hands), provided nothing else happened to it since."""
+    last = last_undoable(session, principal, dataset_id, window)
+    if last is None:
+        raise NotFoundError(
+            f"nothing to undo: no decision of yours in the last {int(window.total_seconds() // 60)} min"
+        )
+    item = lock_item(session, last.item_id)
+    if item.version != last.version_after:
+        raise StaleError(f"item {item.id} changed after your decision; it cannot be undone", item.id)
+    if last.from_status == ItemStatus.pending.value:  # the decision was an answer of this reviewer's
+        session.execute(
+            delete(ReviewResponse)
+            .where(ReviewResponse.item_id == item.id, ReviewResponse.user_id == principal.user_id)
+            .execution_options(synchronize_session=False)
+        )
+    if last.action is not ReviewAction.respond:
+        if last.before is not None:
+            for field, value in last.before.items():
+                setattr(item, field, value)
+            if item.original == texts_of(item):
+                item.original = None
+        _decide_item(item, ItemStatus(last.from_status))
+        session.flush()
+    if item.status is ItemStatus.pending:  # back in this reviewer's hands, so the page can show it again
+        drop_claims(session, [item.id], user_id=principal.user_id)
+        session.add(
+            ReviewClaim(
+                item_id=item.id,
+                dataset_id=item.dataset_id,
+                user_id=principal.user_id,
+                lease_until=utc_now(lease_seconds),
+            )
+        )
+    event = _event(
+        session,
+        item,
+        principal,
+        ReviewAction.undo,
+        last.to_status,
+        before=last.after,
+        after=last.before,
+        undoes_id=last.id,
+    )
+    return Outcome(item, event, decided=False)
+
+
+# --- restore and reopen ---------------------------------------------------------------------------------------
+
+
+def restore(session: Session, principal: Principal, item_id: int, version: int, note: str | None) -> Outcome:
+    """A filtered item goes back to pending (the filter was wrong); the event keeps the reason it had."""
+    item = lock_item(session, item_id)
+    _check_version(item, version)
+    if item.status is not ItemStatus.filtered:
+        raise StaleError(
+            f"item {item.id} is {item.status.value}; only filtered items can be restored", item.id
+        )
+    reason = item.filter_reason
+    item.filter_reason = item.duplicate_signal = None
+    _decide_item(item, ItemStatus.pending)
+    session.flush()
+    event = _event(
+        session, item, principal, ReviewAction.restore, "filtered", reason=reason, note=_note(note)
+    )
+    return Outcome(item, event, decided=False)
+
+
+def reopen(session: Session, principal: Principal, item_id: int, version: int, note: str | None) -> Outcome:
+    """An admin sends a decided (or disputed) item back to pending; its answers are cleared, the events stay."""
+    item = lock_item(session, item_id)
+    _check_version(item, version)
+    if item.status not in (ItemStatus.approved, ItemStatus.rejected, ItemStatus.disputed):
+        raise StaleError(
+            f"item {item.id} is {item.status.value}; only decided or disputed items reopen", item
+        )
+    from_status = item.status.value
+    session.execute(
+        delete(ReviewResponse)
+        .where(ReviewResponse.item_id == item.id)
+        .execution_options(synchronize_session=False)
+    )
+    drop_claims(session, [item.id])
+    _decide_item(item, ItemStatus.pending)
+    session.flush()
+    event = _event(session, item, principal, ReviewAction.reopen, from_status, note=_note(note))
+    return Outcome(item, event, decided=False)
+
+
+def _note(note: str | None) -> str | None:
+    return (storable(note).strip()[:MAX_NOTE_CHARS] or None) if note else None

@@ -1,0 +1,49 @@
+"""A dataset's review settings: how many reviewers answer each item, and the reasons a reviewer can reject with.
+
+They live in the dataset's settings under "review"; what a dataset does not set comes from the service's
+settings (SPROUT_REVIEW_REJECT_REASONS).
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.core.config import Settings
+from app.datasets.models import Dataset
+
+REASON_PATTERN = r"^[a-z0-9][a-z0-9_]{0,63}$"
+
+
+class ReviewSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlap: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Reviewers who answer each item. With more than one, an item is decided when all agree, "
+        "and goes to an admin when they do not.",
+    )
+    reject_reasons: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Reasons a reviewer picks from when rejecting (plus a free-text note).",
+    )
+
+    @field_validator("reject_reasons")
+    @classmethod
+    def _reasons(cls, reasons: list[str]) -> list[str]:
+        for reason in reasons:
+            if not re.match(REASON_PATTERN, reason):
+                raise ValueError(f"reason {reason!r}: use lower-case letters, digits and '_' (at most 64)")
+        if len(set(reasons)) != len(reasons):
+            raise ValueError("reasons must be distinct")
+        return reasons
+
+
+def review_settings_of(dataset: Dataset, settings: Settings) -> ReviewSettings:
+    stored = (dataset.settings or {}).get("review") or {}
+    merged = {"reject_reasons": list(settings.review_reject_reasons), **stored}
+    return ReviewSettings.model_validate(merged)
