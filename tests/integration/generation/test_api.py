@@ -5,12 +5,26 @@ The same paths run against the real embedded model and a real OpenAI-compatible 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.db import create_db_engine
+from app.datasets.models import Dataset, SeedTask
+from app.generation.models import GenerationJob
+from app.jobs.models import JobStatus
 from app.llm import LLMUnavailableError
+from app.llm.registry import BackendRegistry
+from app.main import create_app
+from tests.support.event_loop import watch_loop
 from tests.support.scripted_backend import ScriptedBackend
 from tests.support.service import (
     all_items,
@@ -131,6 +145,111 @@ def test_seed_upload_is_idempotent_and_malformed_files_import_nothing(client, sh
     assert client.post("/v1/datasets/999/seeds", files={"file": ("x.jsonl", data)}).status_code == 404
 
 
+class _OnResponseStart:
+    """ASGI middleware: calls `hook(status)` as a response starts, before the client can have any of it."""
+
+    def __init__(self, app: ASGIApp, hook: Callable[[int], None]) -> None:
+        self.app = app
+        self.hook = hook
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def watched_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.hook(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, watched_send)
+
+
+def test_every_write_is_committed_before_its_response_starts(database_url, scripted) -> None:
+    """A client that has its 201/202 can read what it created, from any instance: the request's transaction
+    commits before the response starts. At each response start, a connection of its own looks at the database."""
+    observer = create_db_engine(database_url)
+    events: list[tuple[Any, ...]] = []
+
+    def visible() -> dict[str, int]:
+        with observer.connect() as conn:
+            return {
+                "datasets": conn.scalar(select(func.count()).select_from(Dataset)),
+                "seeds": conn.scalar(select(func.count()).select_from(SeedTask)),
+                "jobs": conn.scalar(select(func.count()).select_from(GenerationJob)),
+                "cancelled": conn.scalar(
+                    select(func.count())
+                    .select_from(GenerationJob)
+                    .where(GenerationJob.status == JobStatus.cancelled)
+                ),
+            }
+
+    settings = make_settings(database_url, worker_enabled=False)  # no worker: every commit is a request's
+    app = create_app(settings, backends=BackendRegistry(settings.backends, factory=lambda *_: scripted))
+    app.add_middleware(_OnResponseStart, hook=lambda status: events.append(("response", status, visible())))
+    try:
+        with TestClient(app) as client:
+            event.listen(app.state.sessions, "after_commit", lambda _session: events.append(("commit",)))
+
+            def write(path: str, **kwargs: Any) -> dict[str, Any]:
+                events.clear()
+                response = client.post(path, **kwargs)
+                assert response.status_code in (200, 201, 202), response.text
+                return response.json()
+
+            dataset_id = write("/v1/datasets", json={"name": "committed"})["id"]
+            seen = {"datasets": 1, "seeds": 0, "jobs": 0, "cancelled": 0}
+            assert events == [("commit",), ("response", 201, seen)]
+
+            write(f"/v1/datasets/{dataset_id}/seeds", files={"file": ("seeds.jsonl", SEED_FILE)})
+            seen["seeds"] = len(SEED_LINES)
+            assert events == [("commit",), ("response", 201, seen)]
+
+            job_id = write(f"/v1/datasets/{dataset_id}/generations", json={"count": 1})["id"]
+            seen["jobs"] = 1
+            assert events == [("commit",), ("response", 202, seen)]
+
+            write(f"/v1/generations/{job_id}/cancel")
+            seen["cancelled"] = 1
+            assert events == [("commit",), ("response", 200, seen)]
+    finally:
+        observer.dispose()
+
+
+def test_parsing_a_large_seed_upload_leaves_the_event_loop_free(tmp_path) -> None:
+    """A few MiB of seeds take a while to parse and import; the event loop that serves every other request keeps
+    running all along. The upload goes through the ASGI app in the very loop being watched."""
+    records = [
+        {
+            "instruction": f"Explain topic number {i} to a curious student, in plain words.",
+            "input": f"Some context about topic {i}. " * 3,
+            "output": f"Topic {i} is about this and that. " * 6,
+        }
+        for i in range(12_000)
+    ]
+    data = "\n".join(json.dumps(r) for r in records).encode()
+    settings = make_settings(f"sqlite:///{tmp_path / 'upload.db'}", worker_enabled=False)
+    assert 2 * 2**20 < len(data) < settings.max_upload_bytes
+    app = create_app(settings)
+
+    async def upload() -> Any:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://sprout") as client,
+        ):
+            dataset_id = (await client.post("/v1/datasets", json={"name": "big"})).json()["id"]
+            files = {"file": ("alpaca.jsonl", data)}
+            return await watch_loop(client.post(f"/v1/datasets/{dataset_id}/seeds", files=files), tick=0.005)
+
+    watch = asyncio.run(upload())
+    assert watch.result.status_code == 201, watch.result.text
+    assert watch.result.json()["imported"] == len(records)
+    assert watch.seconds > 0.5  # long enough that a blocked loop would show ...
+    # ... a gap of nearly the whole upload; a free loop only pauses for garbage collection and the scheduler.
+    assert watch.max_gap < watch.seconds / 3, f"event loop blocked for {watch.max_gap * 1000:.0f} ms"
+
+
 def test_generation_job_stores_items_whose_reasons_add_up(client, scripted) -> None:
     dataset_id = _dataset_with_seeds(client)
     response = client.post(
@@ -233,6 +352,28 @@ def test_an_unknown_backend_is_refused_listing_the_configured_ones(database_url,
         listed = client.get("/v1/backends").json()
         assert [b["name"] for b in listed] == ["local", "qwen"]
         assert "gpu" not in json.dumps(listed)  # names and kinds only: never a URL or a key
+
+
+def test_a_job_whose_backend_was_removed_since_it_was_queued_fails_naming_it(database_url, scripted) -> None:
+    """Queued while backend `gone` was configured, run by a worker whose settings no longer have it: the job
+    fails at once with an error naming the backend (not a crash, not left running), and the worker goes on."""
+    gone = {"gone": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}}
+    with running_service(
+        make_settings(database_url, backends=gone, worker_enabled=False), scripted
+    ) as client:
+        dataset_id = _dataset_with_seeds(client)
+        queued = client.post(f"/v1/datasets/{dataset_id}/generations", json={"count": 1, "backend": "gone"})
+        assert queued.status_code == 202 and queued.json()["status"] == "queued"
+    with running_service(make_settings(database_url), scripted) as client:
+        job = wait_for_job(client, queued.json()["id"], timeout=30)
+        assert scripted.calls == []  # nothing was sent anywhere on its behalf
+        later = client.post(f"/v1/datasets/{dataset_id}/generations", json={"count": 1}).json()
+        later = wait_for_job(client, later["id"], timeout=30)
+    assert job["status"] == "failed" and job["finished_at"] is not None and job["attempt"] == 1
+    assert "unknown backend 'gone'" in job["error"] and "configured backends: local" in job["error"]
+    assert "internal error" not in job["error"]  # an expected failure, not a crash caught at the last line
+    assert job["counters"]["requests"] == 0
+    assert later["status"] == "succeeded" and later["backend"] == "local"
 
 
 def test_generation_needs_a_known_dataset_with_seeds(client) -> None:

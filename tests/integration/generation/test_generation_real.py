@@ -18,10 +18,10 @@ import sys
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, select
 
 from app.core.db import PROJECT_ROOT, normalize_database_url
-from app.generation.models import GenerationReply
+from app.generation.models import GenerationJob, GenerationReply
 from tests.support.service import (
     all_items,
     assert_counters_match_items,
@@ -168,7 +168,19 @@ def test_cli_generate_with_the_embedded_model(tmp_path) -> None:  # noqa: ANN001
     assert listed.returncode == 0, listed.stderr
     assert len(listed.stdout.splitlines()) == summary["parsed"]
     engine = create_engine(normalize_database_url(url))
-    with engine.connect() as conn:  # every request left its raw reply, whatever the model wrote
-        recorded = conn.execute(select(func.count()).select_from(GenerationReply.__table__)).scalar()
+    with engine.connect() as conn:
+        job = conn.execute(select(GenerationJob.__table__)).one()
+        replies = conn.execute(select(GenerationReply.__table__).order_by(GenerationReply.request_no)).all()
     engine.dispose()
-    assert recorded == summary["requests"]
+    # The model wrote something (zero items may be parsed from it, but never zero tokens) ...
+    assert job.requests == summary["requests"] and job.prompt_tokens > 0 and job.completion_tokens > 0
+    # ... and every request left its reply, whatever the model wrote: what came back, or why it failed.
+    assert [r.request_no for r in replies] == list(range(job.requests))
+    assert sum(r.completion_tokens for r in replies) == job.completion_tokens
+    assert sum(1 for r in replies if r.error) == job.errors == summary["errors"]
+    for reply in replies:
+        if reply.error is None:  # a reply that counts as answered held text from which an item was read
+            assert reply.completion_tokens > 0 and reply.parsed >= 1
+            assert reply.choices and all(c["text"] for c in reply.choices)
+        else:  # one choice per request (--choices 1): a failed request yielded nothing at all
+            assert reply.parsed == 0 and reply.accepted == 0

@@ -12,6 +12,7 @@ import itertools
 import json
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -23,8 +24,9 @@ from app.datasets.seed_formats import SeedInstance, SeedTaskIn
 from app.datasets.service import create_dataset, import_seeds
 from app.generation.models import GenerationJob, GenerationReply, Item, ItemStatus
 from app.generation.params import GenerationParams, resolve_params
+from app.generation.pipeline.accept import AcceptStep
 from app.generation.pipeline.requests import RequestSpec, build_request
-from app.generation.pipeline.runner import GenerationRunner, example_of
+from app.generation.pipeline.runner import MAX_REPLIES_PER_ACCEPT, GenerationRunner, example_of
 from app.generation.service import queue_job
 from app.generation.templates import load_templates
 from app.jobs.models import JobStatus
@@ -91,6 +93,15 @@ def run(sessions, settings: Settings, registry: BackendRegistry, claim: Claim) -
     return asyncio.run(go())
 
 
+async def until(condition: Callable[[], bool], run_task: asyncio.Task[Any], timeout: float = 60.0) -> None:
+    """Wait while the run goes on until `condition()` holds (a busy machine may take long to start a run)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert not run_task.done(), "the run ended first"
+        assert time.monotonic() < deadline, f"not reached in {timeout:g} s"
+        await asyncio.sleep(0.02)
+
+
 def stored(sessions, job_id: int) -> tuple[GenerationJob, list[Item], list[GenerationReply]]:  # noqa: ANN001
     with sessions() as session:
         job = session.get(GenerationJob, job_id)
@@ -123,6 +134,42 @@ def test_the_producer_keeps_n_requests_in_flight_and_the_books_balance(sessions,
     assert 120 <= job.accepted < 120 + 5  # stops within one reply of the count
     assert_consistent(job, items, replies)
     assert all(i.reply_id is not None for i in items)
+
+
+def test_a_slow_accept_step_holds_the_producer_back(sessions, database_url: str, monkeypatch) -> None:  # noqa: ANN001
+    """Backpressure: a backend that answers at once and an accept step that takes its time. The replies answered
+    but not yet accepted pile up to the runner's bound, and not one further: the producer waits for the accept."""
+    good = distinct_tasks()
+    answered = accepted = peak = 0
+
+    def reply(prompt: str) -> str:
+        nonlocal answered, peak
+        answered += 1
+        peak = max(peak, answered - accepted)
+        return good(prompt)
+
+    original = AcceptStep.accept
+
+    def slow_accept(self: AcceptStep, replies: Any) -> Any:
+        nonlocal accepted
+        time.sleep(0.2)
+        outcome = original(self, replies)
+        # Counted before the runner frees their places, so a place is never counted free too soon.
+        accepted += len(replies)
+        return outcome
+
+    monkeypatch.setattr(AcceptStep, "accept", slow_accept)
+    backend = ScriptedBackend(reply, max_in_flight=4)  # no delay: answers as fast as the producer asks
+    settings, registry = make(database_url, backend)
+    claim = setup_job(sessions, settings, registry, count=2000, max_prompts=100_000)
+    assert run(sessions, settings, registry, claim) == JobStatus.succeeded
+    slots = 4  # four requests of one sequence each
+    bound = 2 * slots + MAX_REPLIES_PER_ACCEPT // 4
+    assert answered > 2 * bound  # the job needed far more replies than the bound lets wait ...
+    assert bound - slots <= peak <= bound, (peak, bound)  # ... and they queued up to the bound, never past it
+    job, items, replies = stored(sessions, claim.job_id)
+    assert job.accepted >= 2000
+    assert_consistent(job, items, replies)
 
 
 def test_requests_still_in_flight_are_cancelled_once_the_count_is_reached(
@@ -162,9 +209,11 @@ def test_a_failed_request_is_counted_and_the_job_goes_on(sessions, database_url:
     job, items, replies = stored(sessions, claim.job_id)
     assert job.errors == 2 and job.accepted >= 15
     assert job.last_error is not None and "content: null" in job.last_error
-    assert sorted(r.error for r in replies if r.error)[0].startswith("1 of 1 choice(s)") or any(
-        "too long" in (r.error or "") for r in replies
-    )
+    # One request at a time, so the script's turns are the request numbers: each failure is stored with its reply.
+    assert {r.request_no: r.error for r in replies if r.error} == {
+        1: "HTTP 400: this prompt is too long for the context window",
+        3: "of 1 choice(s), 1 came back without text (content: null or empty)",
+    }
     assert_consistent(job, items, replies)
 
 
@@ -201,7 +250,7 @@ def test_cancel_stops_a_job_whose_requests_hang(sessions, database_url: str) -> 
 
     async def go() -> JobStatus | None:
         task = asyncio.create_task(GenerationRunner(sessions, settings, registry).run(claim))
-        await asyncio.sleep(0.3)
+        await until(lambda: backend.in_flight == 4, task)  # every slot hangs
         with transaction(sessions) as session:
             assert request_cancel(session, GenerationJob, claim.job_id) == JobStatus.running
         return await asyncio.wait_for(task, timeout=10)
@@ -212,20 +261,28 @@ def test_cancel_stops_a_job_whose_requests_hang(sessions, database_url: str) -> 
     assert job.status == JobStatus.cancelled and job.finished_at is not None
 
 
-def test_a_runner_that_lost_its_lease_stops_and_writes_nothing_more(sessions, database_url: str) -> None:
-    backend = ScriptedBackend(distinct_tasks(), max_in_flight=2, delay=0.05)
+def test_a_runner_that_lost_its_lease_stops_writes_nothing_more_and_cancels_its_requests(
+    sessions, database_url: str
+) -> None:
+    """Requests sent after the job was taken over never answer: the run can only end by cancelling them."""
+    taken_over = False
+    backend = ScriptedBackend(
+        distinct_tasks(), max_in_flight=2, delay=lambda _p: 60.0 if taken_over else 0.05
+    )
     settings, registry = make(database_url, backend, job_lease_seconds=1.0)
     claim = setup_job(sessions, settings, registry, count=10_000)
 
     async def go() -> tuple[JobStatus | None, int]:
+        nonlocal taken_over
         task = asyncio.create_task(GenerationRunner(sessions, settings, registry).run(claim))
-        await asyncio.sleep(0.5)
+        await until(lambda: len(backend.calls) >= 4, task)  # the producer runs (the index came first)
         with transaction(sessions) as session:  # another worker took the job over
             session.execute(
                 update(GenerationJob)
                 .where(GenerationJob.id == claim.job_id)
                 .values(worker_id="other", attempt=claim.attempt + 1)
             )
+        taken_over = True
         with sessions() as session:
             items_then = len(session.scalars(select(Item.id).where(Item.job_id == claim.job_id)).all())
         return await asyncio.wait_for(task, timeout=10), items_then
@@ -235,6 +292,8 @@ def test_a_runner_that_lost_its_lease_stops_and_writes_nothing_more(sessions, da
     job, items, _ = stored(sessions, claim.job_id)
     assert len(items) == items_then  # not one write after the lease was lost
     assert job.status == JobStatus.running and job.worker_id == "other"
+    # The producer never stops taking slots, so requests were in flight when the loss was noticed: cancelled.
+    assert backend.cancelled >= 1 and backend.in_flight == 0
 
 
 def request_seed(sessions, settings: Settings, job_id: int, number: int) -> int | None:  # noqa: ANN001
@@ -257,7 +316,7 @@ def test_a_resumed_job_never_repeats_a_request_it_stored(sessions, database_url:
 
     async def first_run() -> None:
         task = asyncio.create_task(GenerationRunner(sessions, settings, registry).run(claim))
-        await asyncio.sleep(0.5)
+        await until(lambda: len(stored(sessions, claim.job_id)[2]) >= 5, task)
         task.cancel()  # a worker stopping: the job goes back to the queue at once
         await asyncio.gather(task, return_exceptions=True)
 

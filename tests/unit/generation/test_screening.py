@@ -41,7 +41,9 @@ def test_a_reply_that_yields_items_is_no_error() -> None:
 
 def test_an_empty_or_blank_reply_is_an_error() -> None:
     for text in ("", "  \n "):
-        screened = screen_reply(CHAT, Reply([Choice(text=text)]), FilterConfig(), log_chars=100, latency_ms=1.0)
+        screened = screen_reply(
+            CHAT, Reply([Choice(text=text)]), FilterConfig(), log_chars=100, latency_ms=1.0
+        )
         assert screened.error == "of 1 choice(s), 1 came back without text (content: null or empty)"
         assert screened.candidates == [] and screened.raw == 0
 
