@@ -39,13 +39,17 @@ class Worker:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
         self._loop_task = asyncio.create_task(self._loop(), name="sprout-worker")
 
     def notify(self) -> None:
-        """A job was queued: look now instead of at the next poll."""
-        self._wake.set()
+        """A job was queued: look now instead of at the next poll. Safe from any thread (routes that are plain
+        functions run in a thread pool; an asyncio.Event may only be set from its own loop)."""
+        if self._event_loop is not None:
+            self._event_loop.call_soon_threadsafe(self._wake.set)
 
     async def stop(self) -> None:
         """Stop claiming; running jobs go back to the queue at once (their runners release them)."""

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.auth.roles import Role
@@ -43,10 +44,12 @@ def running_service(
 
 
 def new_user_token(
-    client: TestClient, role: Role, name: str | None = None, password: str | None = None
+    client: TestClient | FastAPI, role: Role, name: str | None = None, password: str | None = None
 ) -> str:
-    """A new user with `role` (and `password`, for the UI) and an API token of theirs, made in the database."""
-    with transaction(client.app.state.sessions) as session:  # type: ignore[attr-defined]
+    """A new user with `role` (and `password`, for the UI) and an API token of theirs, made in the database of
+    a running app (a TestClient's, or an app whose lifespan has started)."""
+    app = client.app if isinstance(client, TestClient) else client
+    with transaction(app.state.sessions) as session:  # type: ignore[attr-defined]
         user = create_user(session, name or f"{role.value}-{uuid.uuid4().hex[:8]}", role, password)
         secret, _ = create_token(session, user, name="tests")
     return secret

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth.roles import Role
 from app.core.db import create_db_engine
 from app.datasets.models import Dataset, SeedTask
 from app.generation.models import GenerationJob
@@ -30,6 +31,7 @@ from tests.support.service import (
     all_items,
     assert_counters_match_items,
     make_settings,
+    new_user_token,
     running_service,
     wait_for_job,
 )
@@ -189,6 +191,8 @@ def test_every_write_is_committed_before_its_response_starts(database_url, scrip
     app.add_middleware(_OnResponseStart, hook=lambda status: events.append(("response", status, visible())))
     try:
         with TestClient(app) as client:
+            client.headers["Authorization"] = f"Bearer {new_user_token(client, Role.admin)}"
+            assert client.get("/v1/me").status_code == 200  # the token's first use is recorded now, not below
             event.listen(app.state.sessions, "after_commit", lambda _session: events.append(("commit",)))
 
             def write(path: str, **kwargs: Any) -> dict[str, Any]:
@@ -238,6 +242,7 @@ def test_parsing_a_large_seed_upload_leaves_the_event_loop_free(tmp_path) -> Non
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=transport, base_url="http://sprout") as client,
         ):
+            client.headers["Authorization"] = f"Bearer {new_user_token(app, Role.admin)}"
             dataset_id = (await client.post("/v1/datasets", json={"name": "big"})).json()["id"]
             files = {"file": ("alpaca.jsonl", data)}
             return await watch_loop(client.post(f"/v1/datasets/{dataset_id}/seeds", files=files), tick=0.005)
