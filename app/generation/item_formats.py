@@ -2,12 +2,15 @@
 
 This is the sibling of `app.datasets.seed_formats` for instruction DATA rather than seed tasks, and it behaves the
 same way: strict and all-or-nothing (the first bad record raises `ItemFormatError` naming its line and field, and
-nothing is returned), the same line numbering, the same text limits and the same refusal of unstorable characters.
+nothing is returned), the same line numbering, the same text limits and the same refusal of unstorable characters,
+all from the plumbing both share in `app.core.upload_formats`.
 
 Accepted record shapes (see `parse_item_file`), each in a JSON array or in JSON Lines (one record per line):
 
-- Alpaca: ``{"instruction", "input", "output"}``. ``input`` is optional (missing or null mean ""), ``instruction``
-  and ``output`` are required and must not be empty after stripping. Other fields are ignored.
+- Alpaca: ``{"instruction", "input", "output"}``. ``input`` is optional (missing or null mean ""); ``instruction``
+  is required and must not be empty after stripping; ``output`` is required but may be empty: an item with an
+  empty output is a record to drop with a reason (the filters' `empty_output`), not a broken file. Other fields
+  are ignored.
 - ShareGPT: ``{"conversations": [{"from": ..., "value": ...}, ...]}``. The first turn must be a ``human`` (or
   ``user``) turn and the second a ``gpt`` (or ``assistant``) reply: they become the item's instruction and output,
   and its input is "". Leading ``system`` turns are skipped and their text is dropped (an item has no place for a
@@ -21,8 +24,9 @@ With ``format="auto"`` the shape is decided by the first record: ``conversations
 ``messages`` means OpenAI, else ``instruction`` means Alpaca. Every later record must have the same shape; the
 first one that does not is reported. An explicit format skips the detection and reads every record in that shape.
 
-The container (array or lines) comes from the file name: .json is a JSON array, .jsonl and .ndjson are JSON Lines;
-without a known extension the first non-space character decides ("[" is an array, anything else JSON Lines).
+The container (array or lines): a .jsonl or .ndjson file is always JSON Lines; any other file, .json included, is
+a JSON array if its first non-space character is "[" and JSON Lines otherwise, so a .json file with one record
+per line (as Hugging Face's `Dataset.to_json` writes by default) is read as the seed parser reads it.
 
 Where an error points (`ItemFormatError.line`, 1-based), exactly as for seed files:
 
@@ -38,26 +42,21 @@ ends only. The size of the whole file is the caller's limit to enforce, before t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-# The seed parser's private helpers are reused on purpose: both parsers must decode, locate and validate alike.
-from app.datasets.seed_formats import (
-    _FIRST_CHAR_RE,
-    _LINE_BREAK_RE,
+from app.core.upload_formats import (
     MAX_FIELD_CHARS,
-    SeedFormatError,
-    _decode,
-    _describe,
-    _expect_json_end,
-    _extension,
-    _json_syntax_error,
-    _json_type,
-    _skip_json_ws,
-    _text,
-    _Where,
+    FileFormatError,
+    Where,
+    decode,
+    extension,
+    first_char,
+    json_array_records,
+    json_type,
+    jsonl_records,
+    text_field,
 )
 
 __all__ = [
@@ -93,22 +92,14 @@ class ItemIn:
     line: int = 0
 
 
-class ItemFormatError(ValueError):
+class ItemFormatError(FileFormatError):
     """An instruction-data file that cannot be imported, with where (line, field) so the user can fix it.
 
-    Same attributes and message as `SeedFormatError`: `line` is 1-based (see the module docstring), `record` is
-    the element's 1-based position in a JSON array (None for JSON Lines), `field` is the offending field such as
-    ``output`` or ``messages[1].content`` (None when the whole record is wrong), `reason` is the bare message.
+    Same attributes and message as `SeedFormatError`, since both are `FileFormatError`: `line` is 1-based (see the
+    module docstring), `record` is the element's 1-based position in a JSON array (None for JSON Lines), `field` is
+    the offending field such as ``output`` or ``messages[1].content`` (None when the whole record is wrong),
+    `reason` is the bare message.
     """
-
-    def __init__(
-        self, reason: str, *, line: int | None = None, field: str | None = None, record: int | None = None
-    ) -> None:
-        self.reason = reason
-        self.line = line
-        self.field = field
-        self.record = record
-        super().__init__(_describe(reason, line, field, record))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,97 +131,32 @@ def parse_item_file(
     """
     if format not in _FORMATS:
         raise ValueError(f"unknown item file format {format!r}; expected one of {sorted(_FORMATS)}")
-    try:
-        return _parse(data, filename, format)
-    except SeedFormatError as exc:
-        # The shared helpers raise the seed error; callers of this module only ever see ItemFormatError.
-        raise ItemFormatError(exc.reason, line=exc.line, field=exc.field, record=exc.record) from None
-
-
-def _parse(data: bytes | str, filename: str | None, format: ItemFileFormat) -> list[ItemIn]:
-    text = _decode(data)
+    text = decode(data, ItemFormatError)
     if not text.strip():
-        raise SeedFormatError("no records found: the file is empty")
+        raise ItemFormatError("no records found: the file is empty")
     shape: _Shape | None = None if format == "auto" else format
     items: list[ItemIn] = []
     for value, where in _records(text, filename):
         if len(items) >= MAX_RECORDS:
             raise where.error(None, f"too many records; the limit is {MAX_RECORDS:,} per file")
         if not isinstance(value, dict):
-            raise where.error(None, f"expected a JSON object, got {_json_type(value)}")
+            raise where.error(None, f"expected a JSON object, got {json_type(value)}")
         if shape is None:
             shape = _detect_shape(value, where)
         items.append(_item(value, shape, where, detected=format == "auto"))
     if not items:
-        raise SeedFormatError("no records found")
+        raise ItemFormatError("no records found")
     return items
 
 
 # --- containers --------------------------------------------------------------------------------------------------
 
 
-def _records(text: str, filename: str | None) -> Iterator[tuple[object, _Where]]:
+def _records(text: str, filename: str | None) -> Iterator[tuple[object, Where]]:
     """The decoded records with their locations, from a JSON array or JSON Lines as the name or content says."""
-    match = _FIRST_CHAR_RE.match(text)
-    first = match.group(1) if match else ""
-    extension = _extension(filename)
-    if extension in _LINES_EXTENSIONS:
-        return _jsonl_records(text)
-    if extension == "json" and match and first != "[":
-        raise _json_syntax_error(
-            text,
-            match.start(1),
-            "a .json file must hold a JSON array of records, starting with '['; "
-            "name a file with one record per line .jsonl",
-        )
-    return _array_records(text) if first == "[" else _jsonl_records(text)
-
-
-def _jsonl_records(text: str) -> Iterator[tuple[object, _Where]]:
-    """One JSON value per line; blank lines are skipped but still counted, so line numbers match an editor."""
-    for number, line in enumerate(_LINE_BREAK_RE.split(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SeedFormatError(f"invalid JSON: {exc.msg} (column {exc.colno})", line=number) from None
-        except RecursionError:
-            raise SeedFormatError("invalid JSON: nested too deeply", line=number) from None
-        yield value, _Where(number)
-
-
-def _array_records(text: str) -> Iterator[tuple[object, _Where]]:
-    """The elements of a JSON array one at a time, each with the line it starts on and its position.
-
-    A generator, so that each element is validated before the next is decoded: the first bad element is reported
-    even if the file also has a syntax error further down (as in `seed_formats._parse_json_array`).
-    """
-    decoder = json.JSONDecoder()
-    pos = _skip_json_ws(text, text.index("[") + 1)
-    line, counted_to, record = 1, 0, 0
-    if not text.startswith("]", pos):
-        while True:
-            line += text.count("\n", counted_to, pos)
-            counted_to = pos
-            try:
-                value, end = decoder.raw_decode(text, pos)
-            except json.JSONDecodeError as exc:
-                raise SeedFormatError(
-                    f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno
-                ) from None
-            except RecursionError:
-                raise SeedFormatError("invalid JSON: nested too deeply", line=line) from None
-            record += 1
-            yield value, _Where(line, record=record)
-            pos = _skip_json_ws(text, end)
-            if text.startswith(",", pos):
-                pos = _skip_json_ws(text, pos + 1)
-            elif text.startswith("]", pos):
-                break
-            else:
-                raise _json_syntax_error(text, pos, "expecting ',' or ']' after an array element")
-    _expect_json_end(text, pos + 1, [])
+    if extension(filename) not in _LINES_EXTENSIONS and first_char(text) == "[":
+        return json_array_records(text, ItemFormatError)
+    return jsonl_records(text, ItemFormatError)
 
 
 # --- record shapes -----------------------------------------------------------------------------------------------
@@ -240,7 +166,7 @@ def _shape_of(record: dict[str, object]) -> _Shape | None:
     return next((shape for shape, key in _SHAPE_KEYS.items() if key in record), None)
 
 
-def _detect_shape(record: dict[str, object], where: _Where) -> _Shape:
+def _detect_shape(record: dict[str, object], where: Where) -> _Shape:
     """The shape of the file, from its first record."""
     shape = _shape_of(record)
     if shape is None:
@@ -256,7 +182,7 @@ def _detect_shape(record: dict[str, object], where: _Where) -> _Shape:
     return shape
 
 
-def _item(record: dict[str, object], shape: _Shape, where: _Where, *, detected: bool) -> ItemIn:
+def _item(record: dict[str, object], shape: _Shape, where: Where, *, detected: bool) -> ItemIn:
     key = _SHAPE_KEYS[shape]
     if key not in record:
         raise where.error(key, "is missing" + _other_shape_hint(record, shape, detected))
@@ -276,22 +202,22 @@ def _other_shape_hint(record: dict[str, object], shape: _Shape, detected: bool) 
     return f" ({seen}, but the file was read as {_SHAPE_NAMES[shape]})"
 
 
-def _alpaca_item(record: dict[str, object], where: _Where) -> ItemIn:
-    instruction = _text(record["instruction"], "instruction", where, required=True)
+def _alpaca_item(record: dict[str, object], where: Where) -> ItemIn:
+    instruction = text_field(record["instruction"], "instruction", where, required=True)
     raw_input = record.get("input")
-    input_ = "" if raw_input is None else _text(raw_input, "input", where, required=False)
+    input_ = "" if raw_input is None else text_field(raw_input, "input", where, required=False)
     if "output" not in record:
         raise where.error("output", "is missing")
-    output = _text(record["output"], "output", where, required=True)
+    output = text_field(record["output"], "output", where, required=False)
     return ItemIn(instruction, input_, output, line=where.line or 0)
 
 
-def _chat_item(record: dict[str, object], chat: _Chat, where: _Where) -> ItemIn:
+def _chat_item(record: dict[str, object], chat: _Chat, where: Where) -> ItemIn:
     """The first user turn (after any system turns) and the assistant reply that must follow it."""
     turns = record[chat.turns]
     if not isinstance(turns, list):
         raise where.error(
-            chat.turns, f"must be a list of {chat.speaker}/{chat.text} objects, got {_json_type(turns)}"
+            chat.turns, f"must be a list of {chat.speaker}/{chat.text} objects, got {json_type(turns)}"
         )
     first = 0
     while first < len(turns) and _speaker(turns[first], f"{chat.turns}[{first}]", chat, where) == _SYSTEM:
@@ -307,7 +233,7 @@ def _chat_item(record: dict[str, object], chat: _Chat, where: _Where) -> ItemIn:
             f"{prompt}.{chat.speaker}",
             f"must be {_names(chat.user)} (the first turn after any system turn), got {speaker!r}",
         )
-    instruction = _turn_text(turns[first], prompt, chat, where)
+    instruction = _turn_text(turns[first], prompt, chat, where, required=True)
     if first + 1 == len(turns):
         raise where.error(
             reply, f"is missing: the {speaker} turn must be followed by a {_names(chat.assistant)} reply"
@@ -318,50 +244,50 @@ def _chat_item(record: dict[str, object], chat: _Chat, where: _Where) -> ItemIn:
             f"{reply}.{chat.speaker}",
             f"must be {_names(chat.assistant)} (the reply to the {_names(chat.user)} turn), got {speaker!r}",
         )
-    output = _turn_text(turns[first + 1], reply, chat, where)
+    output = _turn_text(turns[first + 1], reply, chat, where, required=False)
     return ItemIn(instruction, "", output, line=where.line or 0)
 
 
-def _speaker(turn: object, path: str, chat: _Chat, where: _Where) -> str:
+def _speaker(turn: object, path: str, chat: _Chat, where: Where) -> str:
     if not isinstance(turn, dict):
         raise where.error(
-            path, f"must be an object with {chat.speaker!r} and {chat.text!r}, got {_json_type(turn)}"
+            path, f"must be an object with {chat.speaker!r} and {chat.text!r}, got {json_type(turn)}"
         )
     if chat.speaker not in turn:
         raise where.error(f"{path}.{chat.speaker}", "is missing")
     speaker = turn[chat.speaker]
     if not isinstance(speaker, str):
-        raise where.error(f"{path}.{chat.speaker}", f"must be a string, got {_json_type(speaker)}")
+        raise where.error(f"{path}.{chat.speaker}", f"must be a string, got {json_type(speaker)}")
     return speaker
 
 
-def _turn_text(turn: dict[str, object], path: str, chat: _Chat, where: _Where) -> str:
+def _turn_text(turn: dict[str, object], path: str, chat: _Chat, where: Where, *, required: bool) -> str:
     field = f"{path}.{chat.text}"
     if chat.text not in turn:
         raise where.error(field, "is missing")
     value = turn[chat.text]
     if chat.content_parts and isinstance(value, list):
         value = "\n".join(_text_part(part, f"{field}[{i}]", where) for i, part in enumerate(value))
-    return _text(value, field, where, required=True)
+    return text_field(value, field, where, required=required)
 
 
-def _text_part(part: object, path: str, where: _Where) -> str:
+def _text_part(part: object, path: str, where: Where) -> str:
     """The text of one OpenAI content part; other part types have no text to import."""
     if not isinstance(part, dict):
         raise where.error(
-            path, f'must be a content part such as {{"type": "text", "text": ...}}, got {_json_type(part)}'
+            path, f'must be a content part such as {{"type": "text", "text": ...}}, got {json_type(part)}'
         )
     if "type" not in part:
         raise where.error(f"{path}.type", "is missing")
     kind = part["type"]
     if kind != "text":
-        got = repr(kind) if isinstance(kind, str) else _json_type(kind)
+        got = repr(kind) if isinstance(kind, str) else json_type(kind)
         raise where.error(f"{path}.type", f"must be 'text', got {got}; only text parts can be imported")
     if "text" not in part:
         raise where.error(f"{path}.text", "is missing")
     text = part["text"]
     if not isinstance(text, str):
-        raise where.error(f"{path}.text", f"must be a string, got {_json_type(text)}")
+        raise where.error(f"{path}.text", f"must be a string, got {json_type(text)}")
     return text
 
 

@@ -278,10 +278,8 @@ def test_explicit_format_rejects_a_record_of_another_shape() -> None:
 
 
 def test_extension_picks_the_container() -> None:
-    # A .json file must be an array: one object per line needs a .jsonl name.
-    err = _error("\n  " + _jsonl(ALPACA), filename="data.json")
-    assert _where(err) == (2, None, None)
-    assert "must hold a JSON array" in err.reason and "(column 3)" in err.reason
+    # A .json file that does not start with "[" holds one record per line.
+    assert parse_item_file("\n  " + _jsonl(ALPACA), filename="data.json") == [ItemIn("Q", "", "A", line=2)]
     # A .jsonl file is read line by line even when it holds an array.
     err = _error(json.dumps([ALPACA]), filename="data.jsonl")
     assert _where(err) == (1, None, None)
@@ -289,6 +287,20 @@ def test_extension_picks_the_container() -> None:
     err = _error(json.dumps([ALPACA], indent=2), filename="data.ndjson")
     assert _where(err) == (1, None, None)
     assert err.reason.startswith("invalid JSON")
+
+
+@pytest.mark.parametrize("record", [ALPACA, SHAREGPT, OPENAI])
+def test_json_lines_in_a_json_file_as_hugging_face_writes_them(record: dict) -> None:
+    # Dataset.to_json writes one compact record per line, ASCII-escaped, under the .json name the user gave.
+    lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in [record, {**record}])
+    assert parse_item_file(lines.encode("utf-8"), filename="train.json") == [
+        ItemIn("Q", "", "A", line=1),
+        ItemIn("Q", "", "A", line=2),
+    ]
+    # Read and located as JSON Lines: an array on a later line is a bad record, named by its line alone.
+    err = _error(lines + "\n" + json.dumps([record]), filename="train.json")
+    assert _where(err) == (4, None, None)
+    assert err.reason == "expected a JSON object, got array"
 
 
 def test_sniffing_reads_anything_but_an_array_as_json_lines() -> None:
@@ -364,8 +376,7 @@ def test_unknown_format_is_a_programming_error_not_a_file_error() -> None:
         ({"instruction": ["Q"], "output": "A"}, "instruction", "must be a non-empty string, got array"),
         ({"instruction": None, "output": "A"}, "instruction", "must be a non-empty string, got null"),
         ({"instruction": "Q"}, "output", "is missing"),
-        ({"instruction": "Q", "output": "  "}, "output", "must be a non-empty string"),
-        ({"instruction": "Q", "output": 4}, "output", "must be a non-empty string, got number"),
+        ({"instruction": "Q", "output": 4}, "output", "must be a string, got number"),
         ({"instruction": "Q", "input": 3, "output": "A"}, "input", "must be a string, got number"),
     ],
 )
@@ -421,11 +432,10 @@ H, G, S = (
         (_turns({"from": "Human", "value": "Q"}, G), "conversations[0].from", "got 'Human'"),
         (_turns({"from": "human"}, G), "conversations[0].value", "is missing"),
         (_turns({"from": "human", "value": " "}, G), "conversations[0].value", "must be a non-empty string"),
-        (_turns(H, {"from": "gpt", "value": ""}), "conversations[1].value", "must be a non-empty string"),
         (
             _turns(H, {"from": "gpt", "value": [{"type": "text", "text": "A"}]}),
             "conversations[1].value",
-            "must be a non-empty string, got array",  # content parts are an OpenAI feature only
+            "must be a string, got array",  # content parts are an OpenAI feature only
         ),
         (_turns(H, {"from": "gpt", "value": 42}), "conversations[1].value", "got number"),
     ],
@@ -488,10 +498,16 @@ def test_bad_json_on_line_3_after_a_blank_line() -> None:
 
 
 def test_one_line_json_array_names_the_position_of_the_bad_element() -> None:
-    text = json.dumps([ALPACA, ALPACA, {"instruction": "Q", "output": ""}, ALPACA])
+    text = json.dumps([ALPACA, ALPACA, {"instruction": " ", "output": "A"}, ALPACA])
     err = _error(text, filename="data.json")
-    assert _where(err) == (1, 3, "output")
-    assert str(err) == "line 1 (record 3): field 'output': must be a non-empty string"
+    assert _where(err) == (1, 3, "instruction")
+    assert str(err) == "line 1 (record 3): field 'instruction': must be a non-empty string"
+
+
+def test_an_empty_output_is_a_record_for_the_filters_not_a_broken_file() -> None:
+    alpaca = parse_item_file(_jsonl(ALPACA, {"instruction": "Q", "output": "  "}), filename="d.jsonl")
+    chat = parse_item_file(_jsonl(_turns(H, {"from": "gpt", "value": ""})), filename="d.jsonl")
+    assert alpaca[1].output == "" and chat[0].output == ""
 
 
 def test_pretty_printed_array_names_the_line_where_the_element_starts() -> None:
@@ -519,7 +535,7 @@ def test_json_array_syntax_errors(text: str, line: int) -> None:
 
 
 def test_first_bad_record_is_reported_before_a_later_syntax_error() -> None:
-    assert _where(_error('[{"instruction": "Q", "output": ""},\n{broken')) == (1, 1, "output")
+    assert _where(_error('[{"instruction": "Q", "output": 1},\n{broken')) == (1, 1, "output")
     assert _where(_error(_jsonl(ALPACA, {"instruction": ""}) + "{broken\n")) == (2, None, "instruction")
 
 
