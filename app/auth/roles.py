@@ -18,13 +18,22 @@ class Role(enum.StrEnum):
 
 
 class Permission(enum.StrEnum):
-    read = "read"  # datasets, seeds, items, review progress and history, one's own account
-    manage_datasets = "manage_datasets"  # create datasets, change their settings, import seeds and items
-    generate = "generate"  # generation jobs (queue, preview, cancel, read, replies) and the backends
-    review = "review"  # claim items, approve / edit / reject, undo, restore filtered items
-    review_admin = "review_admin"  # bulk actions on a query, reopen decided items, settle disputes
-    manage_users = "manage_users"  # users, everyone's API tokens, the audit log
+    read = "read"
+    manage_datasets = "manage_datasets"
+    generate = "generate"
+    review = "review"
+    review_admin = "review_admin"
+    manage_users = "manage_users"
 
+
+MEANING: dict[Permission, str] = {
+    Permission.read: "see datasets, seeds, items, review progress and history, the UI's pages, one's own account",
+    Permission.manage_datasets: "create datasets, set their review settings, import seeds and items",
+    Permission.generate: "queue, preview, watch and cancel generation jobs; list the backends",
+    Permission.review: "claim items; approve, edit, reject; undo one's own decision; restore a filtered item",
+    Permission.review_admin: "bulk actions over a whole query, reopen decided items, settle disputes, see answers",
+    Permission.manage_users: "users, everyone's API tokens, the audit log",
+}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.admin: frozenset(Permission),
@@ -40,8 +49,11 @@ def allows(role: Role, permission: Permission) -> bool:
 def role_table_markdown() -> str:
     """The table as README and docs show it (a test keeps the README's copy equal to this)."""
     roles = list(Role)
-    lines = ["| permission | " + " | ".join(r.value for r in roles) + " |", "|---" * (len(roles) + 1) + "|"]
+    lines = [
+        "| permission | what it allows | " + " | ".join(r.value for r in roles) + " |",
+        "| --- | --- |" + " --- |" * len(roles),
+    ]
     for permission in Permission:
         marks = ["yes" if allows(r, permission) else "" for r in roles]
-        lines.append(f"| `{permission.value}` | " + " | ".join(marks) + " |")
+        lines.append(f"| `{permission.value}` | {MEANING[permission]} | " + " | ".join(marks) + " |")
     return "\n".join(lines)
