@@ -70,8 +70,8 @@ def page(permission: Permission) -> Any:
             return await check(request)
         except Exception as exc:
             status = getattr(exc, "status_code", None)
-            if status == 401:
-                raise LoginRequired(_here(request)) from exc
+            if status == 401:  # back to this page after logging in (a form post goes back to the datasets)
+                raise LoginRequired(_here(request) if request.method == "GET" else "/ui") from exc
             if status == 403:
                 raise PageForbidden(getattr(exc, "detail", "forbidden")) from exc
             raise
@@ -150,8 +150,8 @@ def login_submit(
     request: Request,
     sessions: SessionFactoryDep,
     settings: SettingsDep,
-    name: Annotated[str, Form(max_length=200)],
-    password: Annotated[str, Form(max_length=1024)],
+    name: Annotated[str, Form(max_length=200)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
     csrf_token: Annotated[str, Form(max_length=200)] = "",
     next: Annotated[str, Form(max_length=2000)] = "/ui",
 ) -> Response:
@@ -159,6 +159,10 @@ def login_submit(
     if not expected or not same_secret(csrf_token, expected):
         return login_page(
             request, next_url=next, message="The form expired; please log in again.", status_code=403
+        )
+    if not name.strip() or not password:
+        return login_page(
+            request, next_url=next, message="Enter your name and password.", name=name, status_code=401
         )
     client = request.client.host if request.client else "unknown"
     try:
