@@ -1,6 +1,6 @@
 # The two commands of the README. Each does all of its own set-up: virtualenv, install, migrations, seeds.
 #   make run   - the service on http://127.0.0.1:8000 with SQLite (./data/) and the embedded model
-#   make test  - the whole test suite (SQLite, a real PostgreSQL, the real model, real HTTP servers)
+#   make test  - the whole test suite (SQLite, a real PostgreSQL, the real model, real HTTP servers, vLLM, Chromium)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -29,6 +29,7 @@ run: $(VENV)/.run-deps
 
 test: $(VENV)/.test-deps
 	bash scripts/ensure_postgres.sh
+	bash scripts/ensure_chromium.sh
 	SPROUT_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -p no:cacheprovider --durations=30
 
 lint: $(VENV)/.test-deps

@@ -123,6 +123,7 @@
 
   async function claim() {
     if (state.claiming) return state.claiming;
+    const startedAt = state.pos;
     state.claiming = (async () => {
       try {
         const result = await Sprout.api("POST", `/v1/datasets/${datasetId}/review/claim`, { n: BATCH, sort });
@@ -130,7 +131,9 @@
         state.leaseSeconds = result.lease_seconds;
         merge(result.items);
         scheduleRenewal();
-        if (current() && current().state !== "open") moveToOpen(1);
+        // Move on to an open item only if the reviewer stayed put while the batch came: a refill in the
+        // background must not pull them away from an item they went back to (k) to look at or undo.
+        if (state.pos === startedAt && current() && current().state !== "open") moveToOpen(1);
         render();
       } catch (error) {
         handleError(error);
@@ -222,8 +225,9 @@
       if (error.status === 401) {
         saveOutbox([...outbox(), { itemId: entry.item.id, body: request }]);
         entry.state = "answered";
-        message("Your session ended. Your decision is kept: log in again and it will be sent.", "warn");
-        showLogin();
+        state.mode = "view";
+        render();
+        sessionEnded();
       } else if (error.status === 409 && error.body && error.body.item) {
         entry.item = error.body.item;
         entry.state = error.body.item.status === "pending" ? "open" : "lost";
@@ -289,10 +293,19 @@
     }
   }
 
+  // Says so, with a login link; a later failure (a lease renewal) must not hide that decisions are kept.
+  function sessionEnded() {
+    const kept = outbox().length;
+    let text = "Your session ended.";
+    if (kept === 1) text += " Your decision is kept: log in again and it will be sent.";
+    else if (kept > 1) text += ` Your ${kept} decisions are kept: log in again and they will be sent.`;
+    message(text, "warn");
+    showLogin();
+  }
+
   function handleError(error) {
     if (error && error.status === 401) {
-      message("Your session ended.", "warn");
-      showLogin();
+      sessionEnded();
     } else {
       message(error && error.message ? error.message : String(error), "error");
     }
@@ -351,8 +364,10 @@
   async function next() {
     if (state.pos < state.entries.length - 1) state.pos += 1;
     else {
+      const last = state.pos;
       await claim();
-      if (state.pos < state.entries.length - 1) state.pos += 1;
+      // The claim may have moved to a new open item already (the last one here was decided): not one further.
+      if (state.pos === last && state.pos < state.entries.length - 1) state.pos += 1;
     }
     render();
   }
