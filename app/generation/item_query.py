@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ SORTS: tuple[Sort, ...] = ("oldest", "newest", "doubtful")
 # is rendered into the SQL (not bound) so the database matches it with the index on the same expression.
 DOUBT = func.coalesce(Item.nearest_rouge_l, literal_column("0.0"))
 LIKE_ESCAPE = "\\"
+MAX_KEY = 2**63 - 1  # a larger number in a cursor would overflow the database's integers (a 500, not a 422)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +113,22 @@ def cursor_of(sort: Sort, item: Item) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _is_key_part(value: Any) -> bool:
+    """A number a key of ours can hold: an id in the database's integer range, or a finite score."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -MAX_KEY <= value <= MAX_KEY
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def decode_cursor(sort: Sort, cursor: str) -> list[Any]:
     """The key a cursor continues after; a cursor of another sort, or not one of ours, is a 422 on `cursor`."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         key = data["k"]
         valid = data["s"] == sort and isinstance(key, list) and len(key) == (2 if sort == "doubtful" else 1)
-        valid = valid and isinstance(key[-1], int) and all(isinstance(k, int | float) for k in key)
+        valid = valid and isinstance(key[-1], int) and all(_is_key_part(k) for k in key)
     except (ValueError, TypeError, KeyError):
         valid = False
     if not valid:

@@ -91,13 +91,19 @@ def claim(
     sort: Sort,
 ) -> Held:
     """Up to `n` pending items for this reviewer: those they already hold first (so a reloaded page gets its
-    items back), then new ones in the queue's order. Every claim they hold in the dataset is renewed."""
-    held = held_item_ids(session, dataset_id, user_id, sort)
-    if len(held) < n:
-        held += _claim_new(session, dataset_id, user_id, n - len(held), overlap, lease_seconds, query, sort)
+    items back), then new ones in the queue's order. Every claim they hold in the dataset is renewed first, so
+    a lapsed one that nobody took meanwhile is held again and comes back with the others."""
     renewed = renew(session, dataset_id, user_id, lease_seconds=lease_seconds, overlap=overlap)
-    kept = set(renewed.item_ids)
-    return Held([i for i in held if i in kept][:n], renewed.lease_until)
+    held = held_item_ids(session, dataset_id, user_id, sort)
+    if len(held) >= n:
+        return Held(held[:n], renewed.lease_until)
+    held += _claim_new(session, dataset_id, user_id, n - len(held), overlap, lease_seconds, query, sort)
+    lease_until = session.scalar(
+        select(func.max(ReviewClaim.lease_until)).where(
+            ReviewClaim.user_id == user_id, ReviewClaim.item_id.in_(held)
+        )
+    )
+    return Held(held, lease_until)
 
 
 def _claimable(dataset_id: int, user_id: int, overlap: int, query: ItemQuery) -> list[ColumnElement[bool]]:

@@ -349,7 +349,7 @@ def reopen(session: Session, principal: Principal, item_id: int, version: int, n
     _check_version(item, version)
     if item.status not in (ItemStatus.approved, ItemStatus.rejected, ItemStatus.disputed):
         raise StaleError(
-            f"item {item.id} is {item.status.value}; only decided or disputed items reopen", item
+            f"item {item.id} is {item.status.value}; only decided or disputed items reopen", item.id
         )
     from_status = item.status.value
     session.execute(

@@ -7,7 +7,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, string_enum, utcnow
@@ -70,7 +70,7 @@ class ReviewResponse(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
     # The fields this reviewer changed, {"instruction": ..., "output": ...}; NULL when they changed nothing.
-    edits: Mapped[dict[str, Any] | None]
+    edits: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -97,9 +97,10 @@ class ReviewEvent(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
-    # {"instruction", "input", "output"} before and after, only when the text changed.
-    before: Mapped[dict[str, Any] | None]
-    after: Mapped[dict[str, Any] | None]
+    # {"instruction", "input", "output"} before and after, only when the text changed; SQL NULL otherwise (not
+    # JSON null: progress counts edits with IS NOT NULL).
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     version_after: Mapped[int] = mapped_column(Integer)  # the item's version this event left it at
     undoes_id: Mapped[int | None] = mapped_column(ForeignKey("review_event.id", ondelete="SET NULL"))
     bulk_id: Mapped[str | None] = mapped_column(String(32))  # events of one bulk action share it

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, func, select
+from sqlalchemy import String, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.expression import FunctionElement
@@ -27,10 +27,11 @@ from app.review.models import ReviewAction, ReviewEvent, ReviewResponse
 DECISIONS = (ReviewAction.approve, ReviewAction.reject, ReviewAction.respond, ReviewAction.dispute)
 
 
-class hour_of(FunctionElement[datetime]):  # noqa: N801 (reads like the SQL it renders)
-    """The start of the hour a timestamp falls in, as text on SQLite and a timestamp on PostgreSQL."""
+class hour_of(FunctionElement[str]):  # noqa: N801 (reads like the SQL it renders)
+    """The start of the hour a timestamp falls in (UTC), as text "YYYY-MM-DD HH:00" on every database (typed as
+    text, so no driver turns it into a datetime that the hour labels would not match)."""
 
-    type = DateTime()
+    type = String()
     inherit_cache = True
 
 

@@ -83,9 +83,7 @@ def present(session: Session, items: Sequence[Item]) -> list[ReviewItemOut]:
                 text=text,
                 diff=[DiffSegmentOut(op=s.op, text=s.text) for s in diff_segments(text, item.instruction)],
             )
-        out.append(
-            ReviewItemOut(**ItemOut.of(item).model_dump(), neighbour=neighbour)
-        )
+        out.append(ReviewItemOut(**ItemOut.of(item).model_dump(), neighbour=neighbour))
     return out
 
 
