@@ -92,7 +92,12 @@ def create_app(
             return error_page(request, 422, "Invalid request", str(exc))
         # The shape of FastAPI's own validation errors, so clients handle both alike.
         detail = [
-            {"type": "value_error", "loc": ["body", *exc.field.split(".")], "msg": exc.message, "input": None}
+            {
+                "type": "value_error",
+                "loc": [exc.location, *exc.field.split(".")],
+                "msg": exc.message,
+                "input": None,
+            }
         ]
         return JSONResponse(status_code=422, content={"detail": detail})
 

@@ -37,7 +37,10 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     bootstrap: Annotated[
         Optional[bool],  # noqa: UP045
-        typer.Option("--bootstrap/--no-bootstrap", help="Import the default seeds, queue a first job and, on the first start, create an admin."),
+        typer.Option(
+            "--bootstrap/--no-bootstrap",
+            help="Import the default seeds, queue a first job and, on the first start, create an admin.",
+        ),
     ] = None,
 ) -> None:
     """Run the HTTP service (API docs at /docs) with its background worker."""

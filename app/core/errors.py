@@ -14,13 +14,15 @@ class ConflictError(ValueError):
 class InvalidFieldError(ValueError):
     """One field of a request is wrong in a way only the server can tell, e.g. an unknown backend name (422).
 
-    `field` is the field's path in the request body, so the 422 has the shape of FastAPI's own validation errors.
+    `field` is the field's path in the request body (or the query, by `location`), so the 422 has the shape of
+    FastAPI's own validation errors.
     """
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, location: str = "body") -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.location = location  # "body" or "query", as in FastAPI's own errors
 
 
 class ForbiddenError(PermissionError):

@@ -104,7 +104,9 @@ def _after(sort: Sort, key: list[Any]) -> ColumnElement[bool]:
         return Item.id > key[0]
     if sort == "newest":
         return Item.id < key[0]
-    return tuple_(DOUBT, Item.id) < tuple_(key[0], key[1])
+    # The first condition is implied by the second; it is there so SQLite bounds its index scan with it (it
+    # does not use a row-value comparison as an index range).
+    return and_(DOUBT <= key[0], tuple_(DOUBT, Item.id) < tuple_(key[0], key[1]))
 
 
 def cursor_of(sort: Sort, item: Item) -> str:
@@ -133,7 +135,7 @@ def decode_cursor(sort: Sort, cursor: str) -> list[Any]:
         valid = False
     if not valid:
         raise InvalidFieldError(
-            "cursor", f"not a cursor of this listing (sort={sort}); start again without one"
+            "cursor", f"not a cursor of this listing (sort={sort}); start again without one", location="query"
         )
     return key
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Float,
@@ -156,6 +157,7 @@ class Item(Base):
         Index("ix_item_dataset_reason", "dataset_id", "filter_reason", "id"),
         Index("ix_item_dataset_signal", "dataset_id", "duplicate_signal", "id"),
         Index("ix_item_review_doubt", "dataset_id", "status", text(DOUBT_SQL), "id"),
+        Index("ix_item_dataset_doubt", "dataset_id", text(DOUBT_SQL), "id"),  # the same, over every status
         CheckConstraint("(status = 'filtered') = (filter_reason IS NOT NULL)", name="filtered_has_reason"),
         CheckConstraint(
             "duplicate_signal IS NULL OR (filter_reason = 'near_duplicate' AND duplicate_signal IN "
@@ -202,7 +204,7 @@ class Item(Base):
     # The script rule of app/reports/language.py: zh, ja, ko, latin, mixed or other.
     language: Mapped[str] = mapped_column(String(8), default="other", server_default="other")
     # The text as generated (or imported), kept once a reviewer edits it: {"instruction", "input", "output"}.
-    original: Mapped[dict[str, Any] | None]
+    original: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
     model: Mapped[str | None] = mapped_column(String(200))

@@ -115,7 +115,7 @@ def _apply_chunk(
 ) -> int:
     target = TARGET[action]
     rows = session.execute(
-        select(Item.id, Item.status, Item.filter_reason)
+        select(Item.id, Item.status, Item.filter_reason, Item.version)
         .where(Item.id.in_(chunk), *conditions(dataset_id, query), Item.status.in_(SOURCES[action]))
         .order_by(Item.id)
         .with_for_update()
@@ -123,19 +123,6 @@ def _apply_chunk(
     if not rows:
         return 0
     ids = [r.id for r in rows]
-    values: dict[str, object] = {"status": target, "version": Item.version + 1}
-    values["decided_at"] = utcnow() if target is not ItemStatus.pending else None
-    if action == "restore":
-        values.update(filter_reason=None, duplicate_signal=None)
-    versions = dict(
-        session.execute(
-            update(Item)
-            .where(Item.id.in_(ids))
-            .values(**values)
-            .returning(Item.id, Item.version)
-            .execution_options(synchronize_session=False)
-        ).all()
-    )
     drop_claims(session, ids)
     now = utcnow()
     session.execute(
@@ -153,12 +140,20 @@ def _apply_chunk(
                 "note": note,
                 "before": None,
                 "after": None,
-                "version_after": versions[r.id],
+                "version_after": r.version + 1,  # the rows are locked: the update below makes it so
                 "undoes_id": None,
                 "bulk_id": bulk_id,
                 "created_at": now,
             }
             for r in rows
         ],
+    )
+    # Last, as in every transition: the update's trigger takes the dataset's count rows until the commit.
+    values: dict[str, object] = {"status": target, "version": Item.version + 1}
+    values["decided_at"] = now if target is not ItemStatus.pending else None
+    if action == "restore":
+        values.update(filter_reason=None, duplicate_signal=None)
+    session.execute(
+        update(Item).where(Item.id.in_(ids)).values(**values).execution_options(synchronize_session=False)
     )
     return len(rows)

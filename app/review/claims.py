@@ -70,10 +70,16 @@ def _count_live(session: Session, item_ids: Sequence[int], *, except_user: int) 
 
 def held_item_ids(session: Session, dataset_id: int, user_id: int, sort: Sort) -> list[int]:
     """Pending items this reviewer holds a live claim on, in the queue's order."""
-    mine = exists().where(ReviewClaim.item_id == Item.id, ReviewClaim.user_id == user_id, live())
+    # From the reviewer's own claims (a handful, by index), not from the dataset's pending items (thousands).
     query = (
         select(Item.id)
-        .where(*conditions(dataset_id, ItemQuery(status=ItemStatus.pending)), mine)
+        .join(ReviewClaim, ReviewClaim.item_id == Item.id)
+        .where(
+            ReviewClaim.user_id == user_id,
+            ReviewClaim.dataset_id == dataset_id,
+            live(),
+            Item.status == ItemStatus.pending,
+        )
         .order_by(*order_by(sort))
     )
     return list(session.scalars(query))

@@ -204,6 +204,10 @@ def decide(
         event = _event(session, item, principal, ReviewAction.respond, "pending", reason=reason, note=note)
         return Outcome(item, event, decided=False)
 
+    # The item's own update comes last: its trigger takes the dataset's count rows, which every decision in the
+    # dataset needs, so they are held for as little of the transaction as possible.
+    session.flush()
+    drop_claims(session, [item.id])
     agreed = len({a.verdict for a in answers}) == 1 and all(a.edits == answers[0].edits for a in answers)
     before = after = None
     if agreed:
@@ -216,7 +220,6 @@ def decide(
         _decide_item(item, ItemStatus.disputed)
         action = ReviewAction.dispute
     session.flush()  # the version moves on here (checked against the locked row)
-    drop_claims(session, [item.id])
     event = _event(
         session, item, principal, action, "pending", reason=reason, note=note, before=before, after=after
     )
@@ -234,10 +237,10 @@ def _settle(
 ) -> Outcome:
     if not allows(principal.role, Permission.review_admin):
         raise ForbiddenError(f"item {item.id} is disputed: an admin settles it")
+    drop_claims(session, [item.id])
     before, after = _apply_edits(item, edits)
     _decide_item(item, DECIDED[verdict])
     session.flush()
-    drop_claims(session, [item.id])
     action = ReviewAction.approve if verdict is Verdict.approve else ReviewAction.reject
     event = _event(
         session, item, principal, action, "disputed", reason=reason, note=note, before=before, after=after

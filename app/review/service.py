@@ -126,6 +126,8 @@ def claim(
             query=query_of(filters),
             sort=sort,
         )
+    # Presented after the commit: diffing holds no lock (SQLite's write lock, PostgreSQL's row locks).
+    with sessions() as session:
         items = present(session, _items_in_order(session, held.item_ids))
     return ClaimOut(
         items=items,
@@ -166,6 +168,13 @@ def release(
 # --- decisions ------------------------------------------------------------------------------------------------
 
 
+def _answer(sessions: sessionmaker[Session], outcome: decisions.Outcome) -> DecisionOut:
+    """What a transition answers, read after its commit (so no lock waits while the diff is computed)."""
+    return DecisionOut(
+        item=present_one(sessions, outcome.item.id), event_id=outcome.event.id, decided=outcome.decided
+    )
+
+
 def _stale(sessions: sessionmaker[Session], exc: StaleError) -> StaleItem:
     return StaleItem(str(exc), present_one(sessions, exc.item_id))
 
@@ -182,11 +191,9 @@ def decide(
             item = get_item(session, item_id)
             review = _settings_for(session, item.dataset_id, settings)
             outcome = decisions.decide(session, principal, item_id, decision, review)
-            return DecisionOut(
-                item=present(session, [outcome.item])[0], event_id=outcome.event.id, decided=outcome.decided
-            )
     except StaleError as exc:
         raise _stale(sessions, exc) from exc
+    return _answer(sessions, outcome)
 
 
 def undo(
@@ -202,11 +209,9 @@ def undo(
                 window=timedelta(seconds=settings.review_undo_seconds),
                 lease_seconds=settings.review_lease_seconds,
             )
-            return DecisionOut(
-                item=present(session, [outcome.item])[0], event_id=outcome.event.id, decided=False
-            )
     except StaleError as exc:
         raise _stale(sessions, exc) from exc
+    return _answer(sessions, outcome)
 
 
 def restore_or_reopen(
@@ -222,11 +227,9 @@ def restore_or_reopen(
     try:
         with transaction(sessions) as session:
             outcome = change(session, principal, item_id, version, note)
-            return DecisionOut(
-                item=present(session, [outcome.item])[0], event_id=outcome.event.id, decided=False
-            )
     except StaleError as exc:
         raise _stale(sessions, exc) from exc
+    return _answer(sessions, outcome)
 
 
 def run_bulk(

@@ -248,6 +248,7 @@ def upgrade() -> None:
         batch.create_index("ix_item_dataset_signal", ["dataset_id", "duplicate_signal", "id"])
     # An expression index ("most doubtful first") cannot go through a batch rebuild's reflection.
     op.create_index("ix_item_review_doubt", "item", ["dataset_id", "status", sa.text(DOUBT), "id"])
+    op.create_index("ix_item_dataset_doubt", "item", ["dataset_id", sa.text(DOUBT), "id"])
     _label_existing_items()
 
     op.create_table(
@@ -441,6 +442,7 @@ def downgrade() -> None:
     op.drop_table("review_event")
     op.drop_table("review_response")
     op.drop_table("review_claim")
+    op.drop_index("ix_item_dataset_doubt", table_name="item")
     op.drop_index("ix_item_review_doubt", table_name="item")
     op.execute("UPDATE item SET status = 'pending' WHERE status = 'disputed'")
     with op.batch_alter_table("item") as batch:
