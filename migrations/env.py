@@ -12,7 +12,7 @@ import app.datasets.models  # noqa: F401
 import app.generation.models  # noqa: F401
 import app.review.models  # noqa: F401
 from app.core.config import get_settings
-from app.core.db import Base, create_db_engine, normalize_database_url
+from app.core.db import Base, create_db_engine, in_models, normalize_database_url
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,7 +23,13 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
+    context.configure(
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+        include_object=in_models,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -38,7 +44,12 @@ def run_migrations_online() -> None:
             # transaction, so it goes to the driver's connection before SQLAlchemy begins one.
             connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         # Batch mode lets later migrations ALTER tables on SQLite too.
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            include_object=in_models,
+        )
         with context.begin_transaction():
             context.run_migrations()
         if sqlite:

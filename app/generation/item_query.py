@@ -1,9 +1,9 @@
 """Which items, in which order: the filters and sorts that item lists, the review queue and bulk actions share,
 with keyset pagination so a deep page costs what the first one does.
 
-Every filter has an index that leads with the dataset (see models.Item); the text search is an escaped,
-case-insensitive LIKE over instruction, input and output (no index serves Chinese substrings, and at review
-sizes a scan that stops at the page's last row is fast enough).
+Every filter has an index that leads with the dataset (see models.Item). The text search is an escaped,
+case-insensitive LIKE over instruction, input and output: PostgreSQL's trigram indexes serve it for three
+characters or more (Chinese included); shorter terms, and SQLite, scan until the page is full.
 """
 
 from __future__ import annotations
@@ -14,8 +14,21 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal_column, or_, select, tuple_
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    and_,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import FunctionElement
 
 from app.core.errors import InvalidFieldError
 from app.generation.models import Item, ItemStatus
@@ -53,6 +66,26 @@ class ItemQuery:
         return {k: v for k, v in values.items() if v is not None}
 
 
+class contains_text(FunctionElement[bool]):  # noqa: N801 (reads like the SQL it renders)
+    """A case-insensitive LIKE: ILIKE on PostgreSQL (which its trigram indexes serve), plain LIKE on SQLite (case-
+    insensitive already, and over twice as fast as SQLAlchemy's lower(x) LIKE lower(y))."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(contains_text)
+def _contains_text(element: contains_text, compiler: Any, **kw: Any) -> str:
+    column, pattern = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} LIKE {pattern} ESCAPE '\\'"
+
+
+@compiles(contains_text, "postgresql")
+def _contains_text_postgresql(element: contains_text, compiler: Any, **kw: Any) -> str:
+    column, pattern = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} ILIKE {pattern} ESCAPE '\\'"
+
+
 def escape_like(text: str) -> str:
     return (
         text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2)
@@ -76,14 +109,9 @@ def conditions(dataset_id: int, query: ItemQuery) -> list[ColumnElement[bool]]:
     if query.duplicate_signal is not None:
         where.append(Item.duplicate_signal == query.duplicate_signal)
     if query.text:
-        pattern = f"%{escape_like(query.text)}%"
+        pattern = literal(f"%{escape_like(query.text)}%")
         where.append(
-            or_(
-                *(
-                    column.ilike(pattern, escape=LIKE_ESCAPE)
-                    for column in (Item.instruction, Item.input, Item.output)
-                )
-            )
+            or_(*(contains_text(column, pattern) for column in (Item.instruction, Item.input, Item.output)))
         )
     return where
 

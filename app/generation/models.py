@@ -158,6 +158,7 @@ class Item(Base):
         Index("ix_item_dataset_signal", "dataset_id", "duplicate_signal", "id"),
         Index("ix_item_review_doubt", "dataset_id", "status", text(DOUBT_SQL), "id"),
         Index("ix_item_dataset_doubt", "dataset_id", text(DOUBT_SQL), "id"),  # the same, over every status
+        Index("ix_item_dataset_reason_doubt", "dataset_id", "filter_reason", text(DOUBT_SQL), "id"),
         CheckConstraint("(status = 'filtered') = (filter_reason IS NOT NULL)", name="filtered_has_reason"),
         CheckConstraint(
             "duplicate_signal IS NULL OR (filter_reason = 'near_duplicate' AND duplicate_signal IN "

@@ -7,7 +7,18 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, string_enum, utcnow
@@ -105,3 +116,28 @@ class ReviewEvent(Base):
     undoes_id: Mapped[int | None] = mapped_column(ForeignKey("review_event.id", ondelete="SET NULL"))
     bulk_id: Mapped[str | None] = mapped_column(String(32))  # events of one bulk action share it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewTally(Base):
+    """Decisions per dataset, reviewer and kind, net of undos: what the progress page shows, kept by a trigger on
+    review_event (migration 0003) so it costs the same however many decisions were made. An undo counts under
+    action "undo" and takes one off the decision it undoes."""
+
+    __tablename__ = "review_tally"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64), primary_key=True)
+    action: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bulk: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    edited: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReviewHourly(Base):
+    """Reviewers' decisions per dataset and hour (UTC, "YYYY-MM-DD HH:00"), kept by the same trigger."""
+
+    __tablename__ = "review_hourly"
+
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)

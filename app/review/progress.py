@@ -1,8 +1,9 @@
 """How a dataset's review is going: items by status, decisions by reviewer and by hour, and agreement.
 
-Counts by status come from `item_count` (kept by database triggers, see migration 0003), so they cost the same
-at 50 items and at 50 million. Decisions are counted from the event log, net of undos; bulk actions are an
-admin's, shown apart from reviewers' work.
+Everything comes from counts that database triggers keep (migration 0003): items by status in `item_count`,
+decisions by reviewer (net of undos) in `review_tally`, decisions per hour in `review_hourly`. So the page costs
+the same at 50 items and at 50 million, and after a million decisions. Bulk actions are an admin's, shown apart
+from reviewers' work. Agreement is computed from the answers only when some item had several.
 """
 
 from __future__ import annotations
@@ -10,39 +11,26 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import String, func, select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.auth.models import User
 from app.core.db import utcnow
 from app.generation.models import ItemStatus
 from app.generation.service import counts_by_dataset
 from app.review.agreement import AgreementReport, Rating, agreement
-from app.review.models import ReviewAction, ReviewEvent, ReviewResponse
+from app.review.models import ReviewAction, ReviewEvent, ReviewHourly, ReviewResponse, ReviewTally
 
 DECISIONS = (ReviewAction.approve, ReviewAction.reject, ReviewAction.respond, ReviewAction.dispute)
-
-
-class hour_of(FunctionElement[str]):  # noqa: N801 (reads like the SQL it renders)
-    """The start of the hour a timestamp falls in (UTC), as text "YYYY-MM-DD HH:00" on every database (typed as
-    text, so no driver turns it into a datetime that the hour labels would not match)."""
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(hour_of, "sqlite")
-def _hour_sqlite(element: hour_of, compiler: Any, **kw: Any) -> str:
-    return f"strftime('%Y-%m-%d %H:00', {compiler.process(element.clauses, **kw)})"
-
-
-@compiles(hour_of, "postgresql")
-def _hour_postgresql(element: hour_of, compiler: Any, **kw: Any) -> str:
-    return f"to_char(date_trunc('hour', {compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC'), 'YYYY-MM-DD HH24:MI')"
+# Tallied actions and the reviewer's count they add to (an undo is tallied too, and taken off what it undid).
+KINDS = {
+    ReviewAction.approve.value: "approved",
+    ReviewAction.reject.value: "rejected",
+    ReviewAction.respond.value: "answered",
+    ReviewAction.dispute.value: "disputed",
+    ReviewAction.undo.value: "undone",
+}
 
 
 @dataclass(slots=True)
@@ -75,83 +63,68 @@ def status_counts(session: Session, dataset_ids: list[int]) -> dict[int, dict[st
 
 
 def progress(session: Session, dataset_id: int) -> Progress:
+    """Read from the trigger-kept tallies (and, for the last hour, the events of that hour only)."""
     reviewers: dict[str, ReviewerProgress] = {}
-
-    def row(name: str) -> ReviewerProgress:
-        return reviewers.setdefault(name, ReviewerProgress(name))
-
-    kinds = {
-        ReviewAction.approve: "approved",
-        ReviewAction.reject: "rejected",
-        ReviewAction.respond: "answered",
-        ReviewAction.dispute: "disputed",
-    }
-    base = [
-        ReviewEvent.dataset_id == dataset_id,
-        ReviewEvent.action.in_(DECISIONS),
-        ReviewEvent.bulk_id.is_(None),
-    ]
-    for actor, action, n in session.execute(
-        select(ReviewEvent.actor, ReviewEvent.action, func.count())
-        .where(*base)
-        .group_by(ReviewEvent.actor, ReviewEvent.action)
+    bulk: dict[str, int] = {}
+    for actor, action, was_bulk, edited, n in session.execute(
+        select(
+            ReviewTally.actor, ReviewTally.action, ReviewTally.bulk, ReviewTally.edited, ReviewTally.n
+        ).where(ReviewTally.dataset_id == dataset_id)
     ):
-        setattr(row(actor), kinds[action], getattr(row(actor), kinds[action]) + n)
-    for actor, n in session.execute(
-        select(ReviewEvent.actor, func.count())
-        .where(*base, ReviewEvent.after.is_not(None))
-        .group_by(ReviewEvent.actor)
-    ):
-        row(actor).edited += n
-    undone = aliased(ReviewEvent)
-    for actor, action, was_edit, n in session.execute(
-        select(undone.actor, undone.action, undone.after.is_not(None), func.count())
-        .join(ReviewEvent, ReviewEvent.undoes_id == undone.id)
-        .where(ReviewEvent.dataset_id == dataset_id, ReviewEvent.action == ReviewAction.undo)
-        .group_by(undone.actor, undone.action, undone.after.is_not(None))
-    ):
-        target = row(actor)
-        setattr(target, kinds[action], getattr(target, kinds[action]) - n)
-        target.undone += n
-        if was_edit:
-            target.edited -= n
-    bulk = dict(
-        session.execute(
-            select(ReviewEvent.action, func.count())
-            .where(ReviewEvent.dataset_id == dataset_id, ReviewEvent.bulk_id.is_not(None))
-            .group_by(ReviewEvent.action)
-        ).all()
-    )
-    since = utcnow() - timedelta(hours=24)
-    hours = dict(
-        session.execute(
-            select(hour_of(ReviewEvent.created_at), func.count())
-            .where(*base, ReviewEvent.created_at > since)
-            .group_by(hour_of(ReviewEvent.created_at))
-        ).all()
-    )
+        if was_bulk:
+            bulk[action] = bulk.get(action, 0) + n
+            continue
+        row = reviewers.setdefault(actor, ReviewerProgress(actor))
+        if action in KINDS:
+            setattr(row, KINDS[action], getattr(row, KINDS[action]) + n)
+            if edited and action != ReviewAction.undo.value:  # an undo of an edit carries the texts back
+                row.edited += n
     now = utcnow()
     labels = [(now - timedelta(hours=h)).strftime("%Y-%m-%d %H:00") for h in range(23, -1, -1)]
-    per_hour = [(label, int(hours.get(label, 0))) for label in labels]
+    hours = dict(
+        session.execute(
+            select(ReviewHourly.hour, ReviewHourly.n).where(
+                ReviewHourly.dataset_id == dataset_id, ReviewHourly.hour >= labels[0]
+            )
+        ).all()
+    )
     last_hour = (
         session.scalar(
             select(func.count())
             .select_from(ReviewEvent)
-            .where(*base, ReviewEvent.created_at > now - timedelta(hours=1))
+            .where(
+                ReviewEvent.dataset_id == dataset_id,
+                ReviewEvent.created_at > now - timedelta(hours=1),
+                ReviewEvent.action.in_(DECISIONS),
+                ReviewEvent.bulk_id.is_(None),
+            )
         )
         or 0
     )
     return Progress(
         by_status=status_counts(session, [dataset_id])[dataset_id],
-        by_reviewer=sorted(reviewers.values(), key=lambda r: (-r.decisions, r.user)),
-        per_hour=per_hour,
+        by_reviewer=sorted(
+            (r for r in reviewers.values() if r.decisions or r.undone), key=lambda r: (-r.decisions, r.user)
+        ),
+        per_hour=[(label, int(hours.get(label, 0))) for label in labels],
         last_hour=last_hour,
-        bulk={str(getattr(k, "value", k)): v for k, v in bulk.items()},
+        bulk={action: n for action, n in bulk.items() if n},
     )
 
 
 def dataset_agreement(session: Session, dataset_id: int) -> AgreementReport:
-    """Agreement between reviewers over the items that more than one of them answered."""
+    """Agreement between reviewers over the items that more than one of them answered.
+
+    An item answered twice had a first answer that did not decide it (a "respond", or a "dispute"), so a
+    dataset whose tallies hold none has nothing to compare and its answers are not read at all."""
+    several = session.scalar(
+        select(func.coalesce(func.sum(ReviewTally.n), 0)).where(
+            ReviewTally.dataset_id == dataset_id,
+            ReviewTally.action.in_([ReviewAction.respond.value, ReviewAction.dispute.value]),
+        )
+    )
+    if not several:
+        return agreement([])
     shared = (
         select(ReviewResponse.item_id)
         .where(ReviewResponse.dataset_id == dataset_id)

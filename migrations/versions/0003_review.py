@@ -8,7 +8,10 @@ language, edits and imports; counts of items by status kept by triggers.
   indexes for every filter of the review queue and its "most doubtful first" order.
 - review_claim, review_response, review_event: who holds an item, what each reviewer answered, and the
   append-only log of every transition.
-- item_count: items per (dataset, status), kept exact by triggers on item, so counts cost the same at any size.
+- item_count: items per (dataset, status), kept exact by triggers on item, so counts cost the same at any size;
+  review_tally and review_hourly: decisions per reviewer and per hour, kept by a trigger on review_event.
+- PostgreSQL: trigram (pg_trgm) indexes for the queue's text search, when the server lets us create the
+  extension.
   On SQLite a batch migration that rebuilds `item` drops its triggers and its expression index: such a migration
   must create them again (tests/integration/review/test_counts.py checks the counts against the rows).
 
@@ -90,6 +93,51 @@ POSTGRES_TRIGGERS = (
     "CREATE TRIGGER item_count_delete AFTER DELETE ON item REFERENCING OLD TABLE AS old_rows "
     "FOR EACH STATEMENT EXECUTE FUNCTION item_count_apply()",
 )
+
+
+DECISION_ACTIONS = "('approve', 'reject', 'respond', 'dispute')"
+SQLITE_TALLY_TRIGGER = f"""CREATE TRIGGER review_tally_insert AFTER INSERT ON review_event BEGIN
+    INSERT INTO review_tally (dataset_id, actor, action, bulk, edited, n)
+    VALUES (NEW.dataset_id, NEW.actor, NEW.action, NEW.bulk_id IS NOT NULL, NEW.after IS NOT NULL, 1)
+    ON CONFLICT (dataset_id, actor, action, bulk, edited) DO UPDATE SET n = n + 1;
+    UPDATE review_tally SET n = n - 1
+    WHERE NEW.undoes_id IS NOT NULL
+      AND (dataset_id, actor, action, bulk, edited) = (
+          SELECT dataset_id, actor, action, bulk_id IS NOT NULL, after IS NOT NULL
+          FROM review_event WHERE id = NEW.undoes_id);
+    INSERT INTO review_hourly (dataset_id, hour, n)
+    SELECT NEW.dataset_id, strftime('%Y-%m-%d %H:00', NEW.created_at), 1
+    WHERE NEW.bulk_id IS NULL AND NEW.action IN {DECISION_ACTIONS}
+    ON CONFLICT (dataset_id, hour) DO UPDATE SET n = n + 1;
+END"""
+POSTGRES_TALLY_FUNCTION = f"""
+CREATE FUNCTION review_tally_apply() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO review_tally AS t (dataset_id, actor, action, bulk, edited, n)
+    SELECT dataset_id, actor, action, bulk, edited, sum(k) FROM (
+        SELECT dataset_id, actor, action, bulk_id IS NOT NULL AS bulk, after IS NOT NULL AS edited, 1 AS k
+        FROM new_rows
+        UNION ALL
+        SELECT u.dataset_id, u.actor, u.action, u.bulk_id IS NOT NULL, u.after IS NOT NULL, -1
+        FROM new_rows r JOIN review_event u ON u.id = r.undoes_id
+    ) AS c GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (dataset_id, actor, action, bulk, edited) DO UPDATE SET n = t.n + excluded.n;
+    INSERT INTO review_hourly AS h (dataset_id, hour, n)
+    SELECT dataset_id, to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD HH24:00'), count(*)
+    FROM new_rows WHERE bulk_id IS NULL AND action IN {DECISION_ACTIONS}
+    GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (dataset_id, hour) DO UPDATE SET n = h.n + excluded.n;
+    RETURN NULL;
+END $$
+"""
+POSTGRES_TALLY_TRIGGER = (
+    "CREATE TRIGGER review_tally_insert AFTER INSERT ON review_event REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION review_tally_apply()"
+)
+# PostgreSQL: trigram indexes serve the review queue's text search (ILIKE '%...%', three characters or more,
+# Chinese included). They need the pg_trgm extension; a server that will not create it gets no such index and
+# the search scans, as it does on SQLite. Not in the models' metadata: SQLite would build them as B-trees.
+TRIGRAM_INDEXES = {f"ix_item_{column}_trgm": column for column in ("instruction", "input", "output")}
 
 
 def _timestamps() -> list[sa.Column]:
@@ -249,6 +297,10 @@ def upgrade() -> None:
     # An expression index ("most doubtful first") cannot go through a batch rebuild's reflection.
     op.create_index("ix_item_review_doubt", "item", ["dataset_id", "status", sa.text(DOUBT), "id"])
     op.create_index("ix_item_dataset_doubt", "item", ["dataset_id", sa.text(DOUBT), "id"])
+    op.create_index(
+        "ix_item_dataset_reason_doubt", "item", ["dataset_id", "filter_reason", sa.text(DOUBT), "id"]
+    )
+    _create_trigram_indexes()
     _label_existing_items()
 
     op.create_table(
@@ -393,6 +445,56 @@ def upgrade() -> None:
     )
     create_count_triggers()
 
+    op.create_table(
+        "review_tally",
+        sa.Column("dataset_id", sa.Integer(), nullable=False),
+        sa.Column("actor", sa.String(length=64), nullable=False),
+        sa.Column("action", sa.String(length=16), nullable=False),
+        sa.Column("bulk", sa.Boolean(), nullable=False),
+        sa.Column("edited", sa.Boolean(), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"],
+            ["dataset.id"],
+            name=op.f("fk_review_tally_dataset_id_dataset"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "dataset_id", "actor", "action", "bulk", "edited", name=op.f("pk_review_tally")
+        ),
+    )
+    op.create_table(
+        "review_hourly",
+        sa.Column("dataset_id", sa.Integer(), nullable=False),
+        sa.Column("hour", sa.String(length=16), nullable=False),
+        sa.Column("n", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"],
+            ["dataset.id"],
+            name=op.f("fk_review_hourly_dataset_id_dataset"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("dataset_id", "hour", name=op.f("pk_review_hourly")),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(POSTGRES_TALLY_FUNCTION)
+        op.execute(POSTGRES_TALLY_TRIGGER)
+    else:
+        op.execute(SQLITE_TALLY_TRIGGER)
+
+
+def _create_trigram_indexes() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    try:
+        with bind.begin_nested():  # a refusal must not abort the migration's transaction
+            bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except sa.exc.DBAPIError:
+        return
+    for name, column in TRIGRAM_INDEXES.items():
+        op.execute(f"CREATE INDEX {name} ON item USING gin ({column} gin_trgm_ops)")
+
 
 def create_count_triggers() -> None:
     if op.get_bind().dialect.name == "postgresql":
@@ -438,11 +540,21 @@ def downgrade() -> None:
     else:
         for trigger in ("item_count_insert", "item_count_update", "item_count_delete"):
             op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    if bind.dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS review_tally_insert ON review_event")
+        op.execute("DROP FUNCTION IF EXISTS review_tally_apply()")
+        for name in TRIGRAM_INDEXES:
+            op.execute(f"DROP INDEX IF EXISTS {name}")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS review_tally_insert")
+    op.drop_table("review_hourly")
+    op.drop_table("review_tally")
     op.drop_table("item_count")
     op.drop_table("review_event")
     op.drop_table("review_response")
     op.drop_table("review_claim")
     op.drop_index("ix_item_dataset_doubt", table_name="item")
+    op.drop_index("ix_item_dataset_reason_doubt", table_name="item")
     op.drop_index("ix_item_review_doubt", table_name="item")
     op.execute("UPDATE item SET status = 'pending' WHERE status = 'disputed'")
     with op.batch_alter_table("item") as batch:

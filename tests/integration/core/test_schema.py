@@ -17,7 +17,14 @@ import app.auth.models  # noqa: F401 (every table in the metadata)
 import app.datasets.models  # noqa: F401
 import app.generation.models  # noqa: F401
 import app.review.models  # noqa: F401
-from app.core.db import PROJECT_ROOT, Base, create_db_engine, normalize_database_url, run_migrations
+from app.core.db import (
+    PROJECT_ROOT,
+    Base,
+    create_db_engine,
+    in_models,
+    normalize_database_url,
+    run_migrations,
+)
 
 
 def alembic_config(url: str) -> Config:
@@ -43,7 +50,7 @@ def test_the_migrated_schema_is_exactly_what_the_models_declare(database_url: st
     run_migrations(database_url)
     engine = create_db_engine(database_url)
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": in_models})
         differences = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert differences == []

@@ -1,13 +1,17 @@
 """The counts of items by status that the API reports (GET /v1/datasets/{id} and the review progress) are kept by
-database triggers on `item` (migration 0003), not counted per request. After every kind of change (imports,
+database triggers on `item` (migration 0003), not counted per request; so are the decisions per reviewer and per
+hour (triggers on `review_event`). After every kind of change (imports,
 decisions, undo, restore, reopen, disputes, bulk actions) they must equal a fresh GROUP BY over the item table,
 on SQLite (row triggers) and on PostgreSQL (statement triggers with transition tables)."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+
 from sqlalchemy import func, select
 
 from app.generation.models import Item, ItemStatus
+from app.review.models import ReviewEvent
 from tests.integration.review.conftest import (
     CHINESE_TASKS,
     TASKS,
@@ -39,8 +43,50 @@ def assert_counts_match_the_table(client, database, dataset_ids: list[int]) -> d
         counts = client.get(f"/v1/datasets/{dataset_id}").json()["counts"]
         assert {s: counts[s] for s in STATUSES} == truth[dataset_id], dataset_id
         assert counts["items"] == sum(truth[dataset_id].values())
-        assert progress_of(client, dataset_id)["by_status"] == truth[dataset_id]
+        progress = progress_of(client, dataset_id)
+        assert progress["by_status"] == truth[dataset_id]
+        assert_tallies_match_the_events(database, dataset_id, progress)
     return truth
+
+
+KIND = {"approve": "approved", "reject": "rejected", "respond": "answered", "dispute": "disputed"}
+
+
+def assert_tallies_match_the_events(database, dataset_id: int, progress: dict) -> None:
+    """The trigger-kept tallies behind progress equal what the append-only event log says: decisions per
+    reviewer and kind net of undos (edits among them), bulk actions by kind, and decisions per hour."""
+    with database() as session:
+        events = {
+            e.id: e for e in session.scalars(select(ReviewEvent).where(ReviewEvent.dataset_id == dataset_id))
+        }
+    reviewers: dict[str, Counter] = defaultdict(Counter)
+    bulk: Counter = Counter()
+    hours: Counter = Counter()
+    for event in events.values():
+        action = event.action.value
+        if event.bulk_id is not None:
+            bulk[action] += 1
+        elif action == "undo":
+            undone = events[event.undoes_id]
+            reviewers[event.actor]["undone"] += 1
+            reviewers[undone.actor][KIND[undone.action.value]] -= 1
+            reviewers[undone.actor]["edited"] -= undone.after is not None
+        elif action in KIND:
+            reviewers[event.actor][KIND[action]] += 1
+            reviewers[event.actor]["edited"] += event.after is not None
+            hours[event.created_at.strftime("%Y-%m-%d %H:00")] += 1
+    shown = {
+        r["user"]: {k: r[k] for k in ("approved", "rejected", "answered", "disputed", "edited", "undone")}
+        for r in progress["by_reviewer"]
+    }
+    expected = {
+        user: {k: counts[k] for k in ("approved", "rejected", "answered", "disputed", "edited", "undone")}
+        for user, counts in reviewers.items()
+        if any(counts.values())
+    }
+    assert shown == expected
+    assert progress["bulk"] == {k: v for k, v in bulk.items() if v}
+    assert {hour: n for hour, n in progress["per_hour"] if n} == {h: n for h, n in hours.items() if n}
 
 
 def test_counts_follow_every_transition(database_url, database) -> None:
