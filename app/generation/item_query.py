@@ -96,7 +96,12 @@ def escape_like(text: str) -> str:
 
 def conditions(dataset_id: int, query: ItemQuery) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = [Item.dataset_id == dataset_id]
-    if query.status is not None:
+    # A filter reason or a duplicate signal implies status "filtered" (a CHECK constraint says so); leaving the
+    # redundant status out steers the database to the reason's (or signal's) own index.
+    implied = (
+        ItemStatus.filtered if query.filter_reason is not None or query.duplicate_signal is not None else None
+    )
+    if query.status is not None and query.status is not implied:
         where.append(Item.status == query.status)
     if query.job_id is not None:
         where.append(Item.job_id == query.job_id)
