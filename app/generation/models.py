@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -218,10 +219,12 @@ class Item(Base):
 
 class ItemCount(Base):
     """Items per dataset and status, kept exact by database triggers on `item` (migration 0003): counting
-    50,000 rows for every page would make large datasets slow."""
+    50,000 rows for every page would make large datasets slow. Read it summed over shards."""
 
     __tablename__ = "item_count"
 
     dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # A (dataset, status) count is the sum of its shards: concurrent writers each touch one shard (PostgreSQL).
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger)

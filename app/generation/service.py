@@ -102,9 +102,9 @@ def counts_by_dataset(session: Session, dataset_ids: Sequence[int]) -> dict[int,
     if not dataset_ids:
         return counts
     for dataset_id, status, n in session.execute(
-        select(ItemCount.dataset_id, ItemCount.status, ItemCount.n).where(
-            ItemCount.dataset_id.in_(dataset_ids)
-        )
+        select(ItemCount.dataset_id, ItemCount.status, func.sum(ItemCount.n))
+        .where(ItemCount.dataset_id.in_(dataset_ids))
+        .group_by(ItemCount.dataset_id, ItemCount.status)
     ):
         counts[dataset_id][status] = n
         counts[dataset_id]["items"] += n

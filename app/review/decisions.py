@@ -167,10 +167,10 @@ def _decide_item(item: Item, status: ItemStatus) -> None:
 
 
 def decide(
-    session: Session, principal: Principal, item_id: int, decision: Decision, settings: ReviewSettings
+    session: Session, principal: Principal, item: Item, decision: Decision, settings: ReviewSettings
 ) -> Outcome:
-    """A reviewer's answer (or an admin settling a dispute). See the module docstring for the transitions."""
-    item = lock_item(session, item_id)
+    """A reviewer's answer (or an admin settling a dispute) on an item locked with `lock_item`. See the module
+    docstring for the transitions."""
     _check_version(item, decision.version)
     reason, note = _check_reason(decision, settings)
     edits = clean_edits(item, decision.edits)

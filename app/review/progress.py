@@ -83,9 +83,9 @@ def progress(session: Session, dataset_id: int) -> Progress:
     labels = [(now - timedelta(hours=h)).strftime("%Y-%m-%d %H:00") for h in range(23, -1, -1)]
     hours = dict(
         session.execute(
-            select(ReviewHourly.hour, ReviewHourly.n).where(
-                ReviewHourly.dataset_id == dataset_id, ReviewHourly.hour >= labels[0]
-            )
+            select(ReviewHourly.hour, func.sum(ReviewHourly.n))
+            .where(ReviewHourly.dataset_id == dataset_id, ReviewHourly.hour >= labels[0])
+            .group_by(ReviewHourly.hour)
         ).all()
     )
     last_hour = (

@@ -169,10 +169,11 @@ def release(
 
 
 def _answer(sessions: sessionmaker[Session], outcome: decisions.Outcome) -> DecisionOut:
-    """What a transition answers, read after its commit (so no lock waits while the diff is computed)."""
-    return DecisionOut(
-        item=present_one(sessions, outcome.item.id), event_id=outcome.event.id, decided=outcome.decided
-    )
+    """What a transition answers, presented after its commit (so no lock waits while the diff is computed);
+    the item is as the transaction left it (sessions do not expire objects on commit)."""
+    with sessions() as session:
+        item = present(session, [outcome.item])[0]
+    return DecisionOut(item=item, event_id=outcome.event.id, decided=outcome.decided)
 
 
 def _stale(sessions: sessionmaker[Session], exc: StaleError) -> StaleItem:
@@ -188,9 +189,9 @@ def decide(
 ) -> DecisionOut:
     try:
         with transaction(sessions) as session:
-            item = get_item(session, item_id)
+            item = decisions.lock_item(session, item_id)
             review = _settings_for(session, item.dataset_id, settings)
-            outcome = decisions.decide(session, principal, item_id, decision, review)
+            outcome = decisions.decide(session, principal, item, decision, review)
     except StaleError as exc:
         raise _stale(sessions, exc) from exc
     return _answer(sessions, outcome)

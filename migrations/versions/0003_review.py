@@ -41,46 +41,51 @@ DOUBT = "coalesce(nearest_rouge_l, 0.0)"
 
 SQLITE_TRIGGERS = (
     """CREATE TRIGGER item_count_insert AFTER INSERT ON item BEGIN
-        INSERT INTO item_count (dataset_id, status, n) VALUES (NEW.dataset_id, NEW.status, 1)
-        ON CONFLICT (dataset_id, status) DO UPDATE SET n = n + 1;
+        INSERT INTO item_count (dataset_id, status, shard, n) VALUES (NEW.dataset_id, NEW.status, 0, 1)
+        ON CONFLICT (dataset_id, status, shard) DO UPDATE SET n = n + 1;
     END""",
     """CREATE TRIGGER item_count_update AFTER UPDATE OF status, dataset_id ON item
     WHEN OLD.status IS NOT NEW.status OR OLD.dataset_id IS NOT NEW.dataset_id BEGIN
-        UPDATE item_count SET n = n - 1 WHERE dataset_id = OLD.dataset_id AND status = OLD.status;
-        INSERT INTO item_count (dataset_id, status, n) VALUES (NEW.dataset_id, NEW.status, 1)
-        ON CONFLICT (dataset_id, status) DO UPDATE SET n = n + 1;
+        UPDATE item_count SET n = n - 1 WHERE dataset_id = OLD.dataset_id AND status = OLD.status AND shard = 0;
+        INSERT INTO item_count (dataset_id, status, shard, n) VALUES (NEW.dataset_id, NEW.status, 0, 1)
+        ON CONFLICT (dataset_id, status, shard) DO UPDATE SET n = n + 1;
     END""",
     """CREATE TRIGGER item_count_delete AFTER DELETE ON item BEGIN
-        UPDATE item_count SET n = n - 1 WHERE dataset_id = OLD.dataset_id AND status = OLD.status;
+        UPDATE item_count SET n = n - 1 WHERE dataset_id = OLD.dataset_id AND status = OLD.status AND shard = 0;
     END""",
 )
 
 # One statement-level trigger per kind of change: a bulk action over 50,000 items updates each count row once.
-# Count rows are written last in a transaction and in (dataset, status) order, in one statement (an upsert, so
-# a decrement is an insert whose conflict adds a negative number: hence no CHECK on n), so two writers never
-# wait for each other in opposite orders. A delete only lowers counts (never inserts), so cascading a dataset's
-# deletion cannot recreate count rows of a dataset that is going away.
-POSTGRES_FUNCTION = """
+# Counts are split over SHARDS rows per (dataset, status), a transaction writing only the shard of its own id,
+# so concurrent reviewers' decisions rarely queue behind one row (readers sum the shards). A transaction's
+# count rows are written in (dataset, status) order, in one upsert per statement (a decrement is an insert whose
+# conflict adds a negative number: hence no CHECK on n), so two writers never wait for each other in opposite
+# orders. Rows of a dataset that is being deleted (a cascade) are not recreated.
+SHARDS = 16
+POSTGRES_FUNCTION = f"""
 CREATE FUNCTION item_count_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO item_count AS c (dataset_id, status, n)
-        SELECT dataset_id, status, count(*) FROM new_rows GROUP BY dataset_id, status ORDER BY dataset_id, status
-        ON CONFLICT (dataset_id, status) DO UPDATE SET n = c.n + excluded.n;
+        INSERT INTO item_count AS c (dataset_id, status, shard, n)
+        SELECT dataset_id, status, txid_current() % {SHARDS}, count(*) FROM new_rows
+        GROUP BY dataset_id, status ORDER BY dataset_id, status
+        ON CONFLICT (dataset_id, status, shard) DO UPDATE SET n = c.n + excluded.n;
     ELSIF TG_OP = 'DELETE' THEN
-        UPDATE item_count AS c SET n = c.n - d.k
-        FROM (SELECT dataset_id, status, count(*) AS k FROM old_rows GROUP BY dataset_id, status) AS d
-        WHERE c.dataset_id = d.dataset_id AND c.status = d.status;
+        INSERT INTO item_count AS c (dataset_id, status, shard, n)
+        SELECT dataset_id, status, txid_current() % {SHARDS}, -count(*) FROM old_rows
+        WHERE EXISTS (SELECT 1 FROM dataset WHERE dataset.id = old_rows.dataset_id)
+        GROUP BY dataset_id, status ORDER BY dataset_id, status
+        ON CONFLICT (dataset_id, status, shard) DO UPDATE SET n = c.n + excluded.n;
     ELSE
-        INSERT INTO item_count AS c (dataset_id, status, n)
-        SELECT dataset_id, status, sum(k) FROM (
+        INSERT INTO item_count AS c (dataset_id, status, shard, n)
+        SELECT dataset_id, status, txid_current() % {SHARDS}, sum(k) FROM (
             SELECT o.dataset_id, o.status, -1 AS k FROM old_rows o JOIN new_rows w ON w.id = o.id
             WHERE o.status IS DISTINCT FROM w.status OR o.dataset_id IS DISTINCT FROM w.dataset_id
             UNION ALL
             SELECT w.dataset_id, w.status, 1 AS k FROM old_rows o JOIN new_rows w ON w.id = o.id
             WHERE o.status IS DISTINCT FROM w.status OR o.dataset_id IS DISTINCT FROM w.dataset_id
         ) AS moves GROUP BY dataset_id, status HAVING sum(k) <> 0 ORDER BY dataset_id, status
-        ON CONFLICT (dataset_id, status) DO UPDATE SET n = c.n + excluded.n;
+        ON CONFLICT (dataset_id, status, shard) DO UPDATE SET n = c.n + excluded.n;
     END IF;
     RETURN NULL;
 END $$
@@ -105,10 +110,10 @@ SQLITE_TALLY_TRIGGER = f"""CREATE TRIGGER review_tally_insert AFTER INSERT ON re
       AND (dataset_id, actor, action, bulk, edited) = (
           SELECT dataset_id, actor, action, bulk_id IS NOT NULL, after IS NOT NULL
           FROM review_event WHERE id = NEW.undoes_id);
-    INSERT INTO review_hourly (dataset_id, hour, n)
-    SELECT NEW.dataset_id, strftime('%Y-%m-%d %H:00', NEW.created_at), 1
+    INSERT INTO review_hourly (dataset_id, hour, shard, n)
+    SELECT NEW.dataset_id, strftime('%Y-%m-%d %H:00', NEW.created_at), 0, 1
     WHERE NEW.bulk_id IS NULL AND NEW.action IN {DECISION_ACTIONS}
-    ON CONFLICT (dataset_id, hour) DO UPDATE SET n = n + 1;
+    ON CONFLICT (dataset_id, hour, shard) DO UPDATE SET n = n + 1;
 END"""
 POSTGRES_TALLY_FUNCTION = f"""
 CREATE FUNCTION review_tally_apply() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -122,11 +127,12 @@ BEGIN
         FROM new_rows r JOIN review_event u ON u.id = r.undoes_id
     ) AS c GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (dataset_id, actor, action, bulk, edited) DO UPDATE SET n = t.n + excluded.n;
-    INSERT INTO review_hourly AS h (dataset_id, hour, n)
-    SELECT dataset_id, to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD HH24:00'), count(*)
+    INSERT INTO review_hourly AS h (dataset_id, hour, shard, n)
+    SELECT dataset_id, to_char(date_trunc('hour', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD HH24:00'),
+           txid_current() % {SHARDS}, count(*)
     FROM new_rows WHERE bulk_id IS NULL AND action IN {DECISION_ACTIONS}
     GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (dataset_id, hour) DO UPDATE SET n = h.n + excluded.n;
+    ON CONFLICT (dataset_id, hour, shard) DO UPDATE SET n = h.n + excluded.n;
     RETURN NULL;
 END $$
 """
@@ -434,14 +440,16 @@ def upgrade() -> None:
         "item_count",
         sa.Column("dataset_id", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("n", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["dataset_id"], ["dataset.id"], name=op.f("fk_item_count_dataset_id_dataset"), ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("dataset_id", "status", name=op.f("pk_item_count")),
+        sa.PrimaryKeyConstraint("dataset_id", "status", "shard", name=op.f("pk_item_count")),
     )
     op.execute(
-        "INSERT INTO item_count (dataset_id, status, n) SELECT dataset_id, status, count(*) FROM item GROUP BY dataset_id, status"
+        "INSERT INTO item_count (dataset_id, status, shard, n) "
+        "SELECT dataset_id, status, 0, count(*) FROM item GROUP BY dataset_id, status"
     )
     create_count_triggers()
 
@@ -467,6 +475,7 @@ def upgrade() -> None:
         "review_hourly",
         sa.Column("dataset_id", sa.Integer(), nullable=False),
         sa.Column("hour", sa.String(length=16), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("n", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["dataset_id"],
@@ -474,7 +483,7 @@ def upgrade() -> None:
             name=op.f("fk_review_hourly_dataset_id_dataset"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("dataset_id", "hour", name=op.f("pk_review_hourly")),
+        sa.PrimaryKeyConstraint("dataset_id", "hour", "shard", name=op.f("pk_review_hourly")),
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(POSTGRES_TALLY_FUNCTION)

@@ -168,7 +168,7 @@ def test_the_cli_imports_with_a_summary(tmp_path: Path, monkeypatch: pytest.Monk
         stored = conn.execute(
             select(Item.instruction, Item.status, Item.filter_reason).order_by(Item.id)
         ).all()
-        counts = dict(conn.execute(text("SELECT status, n FROM item_count")).all())
+        counts = dict(conn.execute(text("SELECT status, sum(n) FROM item_count GROUP BY status")).all())
         assert conn.execute(select(func.count()).select_from(Item)).scalar() == 2
     engine.dispose()
     assert [tuple(r) for r in stored] == [
