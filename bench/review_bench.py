@@ -574,7 +574,7 @@ def populate(url: str, name: str, counts: dict[ItemStatus, int], reviewers: int)
             conn.execute(text("ANALYZE"))
     with sessions() as session:
         by_status = {
-            s: n
+            s: int(n)
             for s, n in session.execute(
                 text("SELECT status, sum(n) FROM item_count WHERE dataset_id = :d GROUP BY status"),
                 {"d": dataset_id},
@@ -627,13 +627,16 @@ def database_url(database: str) -> Iterator[str]:
 @dataclass
 class Server:
     base_url: str
-    pid: int
+    pids: list[int]
     log: IO[bytes]
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server processes so far."""
+        total = 0
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def log_errors(self) -> list[str]:
         self.log.flush()
@@ -643,9 +646,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def serving(url: str, name: str) -> Iterator[Server]:
-    """The service in its own process: uvicorn serving create_app() on a socket bound here (a free loopback port
-    that no other process can take in between), configured from the environment like `sprout serve`."""
+def serving(url: str, name: str, workers: int = 1) -> Iterator[Server]:
+    """The service in `workers` processes, as `sprout serve --workers N` runs it: uvicorn serving create_app()
+    on one socket bound here (a free loopback port that no other process can take in between; the kernel
+    spreads connections over the processes), configured from the environment."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
@@ -656,24 +660,38 @@ def serving(url: str, name: str) -> Iterator[Server]:
         "SPROUT_BOOTSTRAP": "false",
     }
     with tempfile.TemporaryFile() as log:
+        processes = []
         try:
-            process = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--child", "serve", str(sock.fileno())],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=(sock.fileno(),),
-            )
+            for _ in range(workers):
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(Path(__file__).resolve()),
+                            "--child",
+                            "serve",
+                            str(sock.fileno()),
+                        ],
+                        cwd=REPO,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        pass_fds=(sock.fileno(),),
+                    )
+                )
         finally:
-            sock.close()  # the child has its own copy
+            sock.close()  # the children have their own copies
         try:
             base_url = f"http://127.0.0.1:{port}"
-            wait_until_ready(process, f"{base_url}/healthz", timeout=120, log=log, name=f"sprout ({name})")
-            yield Server(base_url, process.pid, log)
+            for process in processes:
+                wait_until_ready(
+                    process, f"{base_url}/healthz", timeout=120, log=log, name=f"sprout ({name})"
+                )
+            yield Server(base_url, [p.pid for p in processes], log)
         finally:
-            stop(process)
+            for process in processes:
+                stop(process)
 
 
 def child_serve(fd: str) -> None:
@@ -705,6 +723,7 @@ class Reviewer:
         self.dataset_id = config["dataset_id"]
         self.pace = float(config["pace"])
         self.rng = random.Random(config["seed"] * 1000 + number)
+        self.config = config
         self.log = log
         self.open: dict[int, dict[str, Any]] = {}  # claimed and not yet decided, in the queue's order
         self.done: set[int] = set()
@@ -779,8 +798,8 @@ class Reviewer:
         return body
 
     async def run(self, deadline: float) -> None:
-        if self.pace:
-            await asyncio.sleep(self.rng.uniform(0, self.pace))  # reviewers do not start in step
+        if self.pace:  # reviewers join over the ramp-up (a team does not start in the same second)
+            await asyncio.sleep(self.rng.uniform(0, max(self.pace, float(self.config.get("ramp", 0)))))
         await self.claim()
         while time.perf_counter() < deadline:
             if not self.open:
@@ -827,7 +846,14 @@ def child_reviewers(config_path: str, out_path: str) -> None:
 
 
 def run_reviewers(
-    server: Server, population: Population, *, pace: float, duration: float, timeout: float, seed: int
+    server: Server,
+    population: Population,
+    *,
+    pace: float,
+    duration: float,
+    timeout: float,
+    seed: int,
+    ramp: float = 0.0,
 ) -> dict[str, Any]:
     """The reviewers in a process of their own for `duration` seconds; their raw log."""
     with tempfile.TemporaryDirectory(prefix="sprout-reviewers-") as directory:
@@ -837,6 +863,7 @@ def run_reviewers(
             "dataset_id": population.dataset_id,
             "tokens": population.reviewer_tokens,
             "pace": pace,
+            "ramp": ramp,
             "duration": duration,
             "timeout": timeout,
             "seed": seed,
@@ -895,11 +922,17 @@ def error_class(status: int | str) -> str:
     return f"unexpected_{status}"
 
 
-def summarize_run(raw: dict[str, Any], reviewers: int) -> dict[str, Any]:
+def summarize_run(raw: dict[str, Any], reviewers: int, ramp: float = 0.0) -> dict[str, Any]:
+    """Latencies of the steady state (requests started after the ramp-up, while reviewers were still joining
+    and claiming their first batches, which is reported apart); errors and decisions over the whole run."""
     by_kind: dict[str, list[float]] = {}
-    for kind, _, ms, _ in raw["requests"]:
+    steady = [r for r in raw["requests"] if r[1] >= ramp]
+    for kind, _, ms, _ in steady:
         by_kind.setdefault(kind, []).append(ms)
-    review_requests = [ms for kind, _, ms, _ in raw["requests"] if kind in ("claim", "decide")]
+    review_requests = [ms for kind, _, ms, _ in steady if kind in ("claim", "decide")]
+    ramp_requests = [
+        ms for kind, started, ms, _ in raw["requests"] if started < ramp and kind in ("claim", "decide")
+    ]
     decisions = raw["decisions"]
     elapsed = raw["elapsed_s"]
     per_second = Counter(int(t) for t in decisions)
@@ -914,6 +947,8 @@ def summarize_run(raw: dict[str, Any], reviewers: int) -> dict[str, Any]:
         "decisions_per_s": round(len(decisions) / elapsed, 2),
         "best_5s_decisions_per_s": round(best_5s, 2),
         "requests": len(raw["requests"]),
+        "ramp_s": ramp,
+        "ramp": latency(ramp_requests),
         "all": latency(review_requests),
         "claim": latency(by_kind.get("claim", [])),
         "decide": latency(by_kind.get("decide", [])),
@@ -1048,20 +1083,26 @@ def load_section(database: str, args: argparse.Namespace) -> dict[str, Any]:
             "load_seconds": population.seconds,
         }
         decided = 0
-        with serving(url, database) as server:
+        with serving(url, database, args.server_workers) as server:
             warm_up(server, population)
-            for label, pace, duration in (
-                ("paced", args.pace, args.duration),
-                ("saturation", 0.0, args.saturation),
+            for label, pace, duration, ramp in (
+                ("paced", args.pace, args.duration + args.ramp, args.ramp),
+                ("saturation", 0.0, args.saturation, 0.0),
             ):
                 cpu = server.cpu_seconds()
                 load_before = os.getloadavg()[0]
                 sampler = LockSampler(url) if database == "postgres" else contextlib.nullcontext()
                 with sampler:
                     raw = run_reviewers(
-                        server, population, pace=pace, duration=duration, timeout=args.timeout, seed=SEED
+                        server,
+                        population,
+                        pace=pace,
+                        duration=duration,
+                        timeout=args.timeout,
+                        seed=SEED,
+                        ramp=ramp,
                     )
-                run = summarize_run(raw, args.reviewers)
+                run = summarize_run(raw, args.reviewers, ramp)
                 if isinstance(sampler, LockSampler):
                     run["postgres_activity"] = sampler.summary()
                 run["pace_s"] = pace
@@ -1172,8 +1213,8 @@ def pages_section(database: str, args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
         with (
-            serving(small_url, f"{database} small") as small_server,
-            serving(large_url, f"{database} large") as large_server,
+            serving(small_url, f"{database} small", args.server_workers) as small_server,
+            serving(large_url, f"{database} large", args.server_workers) as large_server,
         ):
             servers = {"small": small_server, "large": large_server}
             urls = {size: page_urls(p) for size, p in populations.items()}
@@ -1349,6 +1390,18 @@ def main() -> None:
     parser.add_argument("--page-databases", default="postgres,sqlite")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run these sections (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=10.0,
+        help="paced run: seconds over which the reviewers join; latencies are those of the --duration after it",
+    )
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=2,
+        help="service processes sharing the port, as `sprout serve --workers N` (default 2: one per core here)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

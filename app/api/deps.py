@@ -20,7 +20,7 @@ def _write_session(request: Request) -> Iterator[Session]:
 
 
 def _read_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
+    with request.app.state.read_sessions() as session:
         yield session
 
 

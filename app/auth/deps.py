@@ -45,13 +45,13 @@ class Forbidden(HTTPException):
 
 
 def _authenticate(request: Request) -> Principal | None:
-    sessions = request.app.state.sessions
+    sessions, reads = request.app.state.sessions, request.app.state.read_sessions
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             return None
-        with sessions() as session:
+        with reads() as session:
             found = token_principal(session, secret.strip())
         if found is None:
             return None
@@ -62,7 +62,7 @@ def _authenticate(request: Request) -> Principal | None:
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        with sessions() as session:
+        with reads() as session:
             return session_principal(session, cookie)
     return None
 

@@ -42,6 +42,14 @@ def serve(
             help="Import the default seeds, queue a first job and, on the first start, create an admin.",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes serving the port (one per core is a good start); each runs its own job worker.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP service (API docs at /docs) with its background worker."""
     import uvicorn
@@ -81,7 +89,12 @@ def serve(
             " --count 10",
         )
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    else:  # each process builds the app from the same environment; the database is what they share
+        uvicorn.run(
+            "app.main:create_app", factory=True, workers=workers, host=host, port=port, log_level="info"
+        )
 
 
 def _sprout_command() -> str:

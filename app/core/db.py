@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
@@ -140,7 +141,9 @@ def create_db_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # As many connections as the thread pool that serves sync routes has threads (40), so a busy service never
+    # opens and closes overflow connections per request; pre-ping finds connections a restarted server dropped.
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=30)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -159,6 +162,15 @@ def _sqlite_begin(connection: Any) -> None:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads that write nothing. On PostgreSQL they run in autocommit, which spares the BEGIN and
+    ROLLBACK round trips a transaction costs (every request reads its caller's token this way); SQLite's
+    transactions are local calls, and its reads stay plain sessions."""
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
@@ -186,12 +198,51 @@ def in_models(obj: object, name: str | None, type_: str, reflected: bool, compar
     return not (type_ == "index" and name is not None and name.endswith("_trgm"))
 
 
+MIGRATION_LOCK = 0x5350_4D47  # "SPMG": the advisory lock that lets one process at a time migrate
+
+
 def run_migrations(url: str) -> None:
-    """Bring the schema to the newest Alembic revision (what `sprout migrate` and the service start-up do)."""
+    """Bring the schema to the newest Alembic revision (what `sprout migrate` and every start-up do). Processes
+    starting together (service workers, CLI commands) take turns: the first migrates, the others find the
+    schema current."""
     from alembic import command
     from alembic.config import Config
 
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     config.attributes["database_url"] = normalize_database_url(url)
-    command.upgrade(config, "head")
+    with _migration_lock(url):
+        command.upgrade(config, "head")
+
+
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """PostgreSQL: a session advisory lock on a connection of its own. SQLite: an exclusive lock on a file beside
+    the database (the migration's own connection needs the database itself)."""
+    parsed = make_url(normalize_database_url(url))
+    if parsed.get_backend_name() == "postgresql":
+        engine = create_engine(parsed, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(select(func.pg_advisory_lock(MIGRATION_LOCK)))
+                try:
+                    yield
+                finally:
+                    conn.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK)))
+        finally:
+            engine.dispose()
+        return
+    database = parsed.database
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    path = Path(database).with_name(Path(database).name + ".migrate-lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

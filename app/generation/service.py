@@ -106,8 +106,8 @@ def counts_by_dataset(session: Session, dataset_ids: Sequence[int]) -> dict[int,
         .where(ItemCount.dataset_id.in_(dataset_ids))
         .group_by(ItemCount.dataset_id, ItemCount.status)
     ):
-        counts[dataset_id][status] = n
-        counts[dataset_id]["items"] += n
+        counts[dataset_id][status] = int(n)  # PostgreSQL sums bigints as numeric
+        counts[dataset_id]["items"] += int(n)
     for dataset_id, n in session.execute(
         select(GenerationJob.dataset_id, func.count())
         .where(GenerationJob.dataset_id.in_(dataset_ids))

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utc_now
@@ -34,55 +34,42 @@ _OVERSAMPLE = 2
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    item_ids: list[int]  # in the queue's order
+    item_ids: list[int]
     lease_until: datetime | None
+    new_ids: tuple[int, ...] = ()  # those claimed just now (in the queue's order), a claim's answer
 
 
 def live(claim: type[ReviewClaim] = ReviewClaim) -> ColumnElement[bool]:
     return claim.lease_until > utc_now()
 
 
-def live_holders(session: Session, item_id: int) -> dict[int, datetime]:
-    """Reviewers holding a live claim on an item, with their lease ends."""
-    rows = session.execute(
-        select(ReviewClaim.user_id, ReviewClaim.lease_until).where(ReviewClaim.item_id == item_id, live())
+def who_works_on(session: Session, item_id: int) -> tuple[set[int], set[int]]:
+    """The reviewers holding a live claim on an item, and those who answered it (one query)."""
+    holding = select(literal("claim").label("what"), ReviewClaim.user_id).where(
+        ReviewClaim.item_id == item_id, live()
     )
-    return {user_id: lease_until for user_id, lease_until in rows}
+    answered = select(literal("answer").label("what"), ReviewResponse.user_id).where(
+        ReviewResponse.item_id == item_id
+    )
+    holders: set[int] = set()
+    answerers: set[int] = set()
+    for what, user_id in session.execute(union_all(holding, answered)):
+        (holders if what == "claim" else answerers).add(user_id)
+    return holders, answerers
 
 
-def count_answers(session: Session, item_ids: Sequence[int]) -> dict[int, int]:
-    rows = session.execute(
-        select(ReviewResponse.item_id, func.count())
-        .where(ReviewResponse.item_id.in_(list(item_ids)))
-        .group_by(ReviewResponse.item_id)
+def _taken(session: Session, item_ids: Sequence[int], *, except_user: int) -> dict[int, int]:
+    """Per item: live claims of other reviewers plus answers (what counts against its k slots), one query."""
+    if not item_ids:
+        return {}
+    ids = list(item_ids)
+    claimed = select(ReviewClaim.item_id).where(
+        ReviewClaim.item_id.in_(ids), ReviewClaim.user_id != except_user, live()
     )
+    answered = select(ReviewResponse.item_id).where(ReviewResponse.item_id.in_(ids))
+    taken = union_all(claimed, answered).subquery()
+    rows = session.execute(select(taken.c.item_id, func.count()).group_by(taken.c.item_id))
     return dict(rows.all())
-
-
-def _count_live(session: Session, item_ids: Sequence[int], *, except_user: int) -> dict[int, int]:
-    rows = session.execute(
-        select(ReviewClaim.item_id, func.count())
-        .where(ReviewClaim.item_id.in_(list(item_ids)), ReviewClaim.user_id != except_user, live())
-        .group_by(ReviewClaim.item_id)
-    )
-    return dict(rows.all())
-
-
-def held_item_ids(session: Session, dataset_id: int, user_id: int, sort: Sort) -> list[int]:
-    """Pending items this reviewer holds a live claim on, in the queue's order."""
-    # From the reviewer's own claims (a handful, by index), not from the dataset's pending items (thousands).
-    query = (
-        select(Item.id)
-        .join(ReviewClaim, ReviewClaim.item_id == Item.id)
-        .where(
-            ReviewClaim.user_id == user_id,
-            ReviewClaim.dataset_id == dataset_id,
-            live(),
-            Item.status == ItemStatus.pending,
-        )
-        .order_by(*order_by(sort))
-    )
-    return list(session.scalars(query))
 
 
 def claim(
@@ -96,20 +83,18 @@ def claim(
     query: ItemQuery,
     sort: Sort,
 ) -> Held:
-    """Up to `n` pending items for this reviewer: those they already hold first (so a reloaded page gets its
-    items back), then new ones in the queue's order. Every claim they hold in the dataset is renewed first, so
-    a lapsed one that nobody took meanwhile is held again and comes back with the others."""
+    """Pending items for this reviewer: all those they already hold (so a reloaded page gets its items back; the
+    caller puts them in the queue's order), then new ones in the queue's order up to `n` in all. Every claim they
+    hold in the dataset is renewed first, so a lapsed one that nobody took meanwhile is held again."""
     renewed = renew(session, dataset_id, user_id, lease_seconds=lease_seconds, overlap=overlap)
-    held = held_item_ids(session, dataset_id, user_id, sort)
+    held = renewed.item_ids
     if len(held) >= n:
-        return Held(held[:n], renewed.lease_until)
-    held += _claim_new(session, dataset_id, user_id, n - len(held), overlap, lease_seconds, query, sort)
-    lease_until = session.scalar(
-        select(func.max(ReviewClaim.lease_until)).where(
-            ReviewClaim.user_id == user_id, ReviewClaim.item_id.in_(held)
-        )
+        return Held(held, renewed.lease_until)
+    new, lease_until = _claim_new(
+        session, dataset_id, user_id, n - len(held), overlap, lease_seconds, query, sort
     )
-    return Held(held, lease_until)
+    latest = max((t for t in (renewed.lease_until, lease_until) if t is not None), default=None)
+    return Held(held + new, latest, tuple(new))
 
 
 def _claimable(dataset_id: int, user_id: int, overlap: int, query: ItemQuery) -> list[ColumnElement[bool]]:
@@ -134,7 +119,7 @@ def _claim_new(
     lease_seconds: float,
     query: ItemQuery,
     sort: Sort,
-) -> list[int]:
+) -> tuple[list[int], datetime | None]:
     candidates = list(
         session.scalars(
             select(Item.id)
@@ -145,22 +130,18 @@ def _claim_new(
         )
     )
     if not candidates:
-        return []
-    holders = _count_live(session, candidates, except_user=user_id)
-    answers = count_answers(session, candidates)
-    chosen = [i for i in candidates if holders.get(i, 0) + answers.get(i, 0) < overlap][:wanted]
-    if chosen:
-        # A lapsed claim of this reviewer on a chosen item is replaced (one row per reviewer and item).
-        session.execute(
-            delete(ReviewClaim)
-            .where(ReviewClaim.user_id == user_id, ReviewClaim.item_id.in_(chosen))
-            .execution_options(synchronize_session=False)
-        )
-        session.execute(
-            insert(ReviewClaim.__table__).values(lease_until=utc_now(lease_seconds)),
+        return [], None
+    taken = _taken(session, candidates, except_user=user_id)
+    chosen = [i for i in candidates if taken.get(i, 0) < overlap][:wanted]
+    if chosen:  # (the reviewer has no claim on these: renew, which runs first, kept or dropped every one)
+        lease_until = session.scalar(
+            insert(ReviewClaim.__table__)
+            .values(lease_until=utc_now(lease_seconds))
+            .returning(ReviewClaim.__table__.c.lease_until),
             [{"item_id": i, "dataset_id": dataset_id, "user_id": user_id} for i in chosen],
         )
-    return chosen
+        return chosen, lease_until
+    return [], None
 
 
 def renew(
@@ -188,9 +169,8 @@ def renew(
             .with_for_update(of=Item)
         )
     )
-    holders = _count_live(session, pending, except_user=user_id)
-    answers = count_answers(session, pending)
-    keep = [i for i in pending if holders.get(i, 0) + answers.get(i, 0) < overlap]
+    taken = _taken(session, pending, except_user=user_id)
+    keep = [i for i in pending if taken.get(i, 0) < overlap]
     lease_until = None
     if keep:
         lease_until = (

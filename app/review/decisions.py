@@ -26,8 +26,10 @@ from app.auth.service import Principal
 from app.core.db import utc_now, utcnow
 from app.core.errors import ConflictError, ForbiddenError, InvalidFieldError, NotFoundError, StaleError
 from app.core.text import storable
+from app.datasets.models import Dataset
 from app.generation.models import Item, ItemStatus
-from app.review.claims import drop_claims, live_holders
+from app.review import claims
+from app.review.claims import drop_claims
 from app.review.models import ReviewAction, ReviewClaim, ReviewEvent, ReviewResponse, Verdict
 from app.review.settings import ReviewSettings
 
@@ -65,6 +67,20 @@ def lock_item(session: Session, item_id: int) -> Item:
     if item is None:
         raise NotFoundError(f"item {item_id} not found")
     return item
+
+
+def lock_item_with_settings(session: Session, item_id: int) -> tuple[Item, dict[str, Any]]:
+    """`lock_item`, and its dataset's settings in the same round trip (a decision needs both)."""
+    row = session.execute(
+        select(Item, Dataset.settings)
+        .join(Dataset, Dataset.id == Item.dataset_id)
+        .where(Item.id == item_id)
+        .with_for_update(of=Item)
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"item {item_id} not found")
+    return row[0], row[1] or {}
 
 
 def _check_version(item: Item, version: int) -> None:
@@ -179,13 +195,15 @@ def decide(
     if item.status is not ItemStatus.pending:
         raise StaleError(f"item {item.id} is {item.status.value}, not waiting for review", item.id)
 
-    answers = list(session.scalars(select(ReviewResponse).where(ReviewResponse.item_id == item.id)))
-    if any(a.user_id == principal.user_id for a in answers):
+    holders, answerers = claims.who_works_on(session, item.id)
+    if principal.user_id in answerers:
         raise ConflictError(f"you already answered item {item.id}; undo your answer to change it")
-    holders = live_holders(session, item.id)
-    others = len(set(holders) - {principal.user_id})
-    if principal.user_id not in holders and others + len(answers) >= settings.overlap:
+    others = len(holders - {principal.user_id})
+    if principal.user_id not in holders and others + len(answerers) >= settings.overlap:
         raise StaleError(f"item {item.id} is held by another reviewer now", item.id)
+    answers: list[ReviewResponse] = []
+    if answerers:  # only with several reviewers per item: their answers decide together with this one
+        answers = list(session.scalars(select(ReviewResponse).where(ReviewResponse.item_id == item.id)))
 
     answer = ReviewResponse(
         item_id=item.id,

@@ -15,7 +15,7 @@ from app.core.config import Settings
 from app.core.db import transaction
 from app.core.errors import InvalidFieldError, StaleError
 from app.datasets.service import get_dataset, seed_instructions
-from app.generation.item_query import ItemQuery, Sort
+from app.generation.item_query import ItemQuery, Sort, in_order
 from app.generation.models import Item
 from app.generation.schemas import ItemOut
 from app.generation.service import get_item, item_instructions
@@ -62,23 +62,29 @@ def query_of(filters: QueueFilters) -> ItemQuery:
     )
 
 
-def present(session: Session, items: Sequence[Item]) -> list[ReviewItemOut]:
-    """Items as a reviewer sees them: with the nearest neighbour's text and the difference to it."""
-    seeds = seed_instructions(
-        session, [i.nearest_id for i in items if i.nearest_kind == "seed" and i.nearest_id]
-    )
-    others = item_instructions(
-        session, [i.nearest_id for i in items if i.nearest_kind == "item" and i.nearest_id]
-    )
+NeighbourTexts = dict[tuple[str, int], str]
+
+
+def neighbour_texts(session: Session, items: Sequence[Item]) -> NeighbourTexts:
+    """The instructions of the items' nearest neighbours (seeds or items), read in at most two queries."""
+    texts: NeighbourTexts = {}
+    for kind, read in (("seed", seed_instructions), ("item", item_instructions)):
+        ids = [i.nearest_id for i in items if i.nearest_kind == kind and i.nearest_id is not None]
+        texts.update(((kind, ident), text) for ident, text in read(session, ids).items())
+    return texts
+
+
+def present(items: Sequence[Item], texts: NeighbourTexts) -> list[ReviewItemOut]:
+    """Items as a reviewer sees them, with the nearest neighbour and the difference to it. No database work: a
+    caller that holds locks reads the texts first and presents after its commit."""
     out = []
     for item in items:
         neighbour = None
-        texts = seeds if item.nearest_kind == "seed" else others
-        if item.nearest_id is not None and item.nearest_id in texts:
-            text = texts[item.nearest_id]
+        text = texts.get((item.nearest_kind or "", item.nearest_id or 0))
+        if text is not None:
             neighbour = NeighbourOut(
                 kind=item.nearest_kind,  # type: ignore[arg-type]
-                id=item.nearest_id,
+                id=item.nearest_id,  # type: ignore[arg-type]
                 rouge_l=item.nearest_rouge_l,
                 text=text,
                 diff=[DiffSegmentOut(op=s.op, text=s.text) for s in diff_segments(text, item.instruction)],
@@ -87,18 +93,17 @@ def present(session: Session, items: Sequence[Item]) -> list[ReviewItemOut]:
     return out
 
 
+def present_read(session: Session, items: Sequence[Item]) -> list[ReviewItemOut]:
+    return present(items, neighbour_texts(session, items))
+
+
 def present_one(sessions: sessionmaker[Session], item_id: int) -> ReviewItemOut:
     with sessions() as session:
-        return present(session, [get_item(session, item_id)])[0]
+        return present_read(session, [get_item(session, item_id)])[0]
 
 
 def _settings_for(session: Session, dataset_id: int, settings: Settings) -> ReviewSettings:
-    return review_settings_of(get_dataset(session, dataset_id), settings)
-
-
-def _items_in_order(session: Session, ids: Sequence[int]) -> list[Item]:
-    by_id = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(list(ids))))}
-    return [by_id[i] for i in ids if i in by_id]
+    return review_settings_of(get_dataset(session, dataset_id).settings, settings)
 
 
 # --- claims ---------------------------------------------------------------------------------------------------
@@ -126,11 +131,17 @@ def claim(
             query=query_of(filters),
             sort=sort,
         )
+        loaded = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(held.item_ids)))}
+        held_items = [loaded[i] for i in held.item_ids if i in loaded]
+        texts = neighbour_texts(session, held_items)
     # Presented after the commit: diffing holds no lock (SQLite's write lock, PostgreSQL's row locks).
-    with sessions() as session:
-        items = present(session, _items_in_order(session, held.item_ids))
+    # The ones held before come first, in the queue's order, then the new ones (already in that order).
+    new = set(held.new_ids)
+    ordered = in_order([i for i in held_items if i.id not in new], sort) + [
+        i for i in held_items if i.id in new
+    ]
     return ClaimOut(
-        items=items,
+        items=present(ordered[:n], texts),
         lease_until=held.lease_until,
         lease_seconds=settings.review_lease_seconds,
         reject_reasons=review.reject_reasons,
@@ -168,12 +179,12 @@ def release(
 # --- decisions ------------------------------------------------------------------------------------------------
 
 
-def _answer(sessions: sessionmaker[Session], outcome: decisions.Outcome) -> DecisionOut:
-    """What a transition answers, presented after its commit (so no lock waits while the diff is computed);
-    the item is as the transaction left it (sessions do not expire objects on commit)."""
-    with sessions() as session:
-        item = present(session, [outcome.item])[0]
-    return DecisionOut(item=item, event_id=outcome.event.id, decided=outcome.decided)
+def _answer(outcome: decisions.Outcome, texts: NeighbourTexts) -> DecisionOut:
+    """What a transition answers, presented after its commit (no lock is held while the diff is computed); the
+    item is as the transaction left it (sessions do not expire objects on commit)."""
+    return DecisionOut(
+        item=present([outcome.item], texts)[0], event_id=outcome.event.id, decided=outcome.decided
+    )
 
 
 def _stale(sessions: sessionmaker[Session], exc: StaleError) -> StaleItem:
@@ -189,12 +200,13 @@ def decide(
 ) -> DecisionOut:
     try:
         with transaction(sessions) as session:
-            item = decisions.lock_item(session, item_id)
-            review = _settings_for(session, item.dataset_id, settings)
+            item, dataset_settings = decisions.lock_item_with_settings(session, item_id)
+            review = review_settings_of(dataset_settings, settings)
+            texts = neighbour_texts(session, [item])  # before the decision takes the dataset's count rows
             outcome = decisions.decide(session, principal, item, decision, review)
     except StaleError as exc:
         raise _stale(sessions, exc) from exc
-    return _answer(sessions, outcome)
+    return _answer(outcome, texts)
 
 
 def undo(
@@ -210,9 +222,10 @@ def undo(
                 window=timedelta(seconds=settings.review_undo_seconds),
                 lease_seconds=settings.review_lease_seconds,
             )
+            texts = neighbour_texts(session, [outcome.item])
     except StaleError as exc:
         raise _stale(sessions, exc) from exc
-    return _answer(sessions, outcome)
+    return _answer(outcome, texts)
 
 
 def restore_or_reopen(
@@ -228,9 +241,10 @@ def restore_or_reopen(
     try:
         with transaction(sessions) as session:
             outcome = change(session, principal, item_id, version, note)
+            texts = neighbour_texts(session, [outcome.item])
     except StaleError as exc:
         raise _stale(sessions, exc) from exc
-    return _answer(sessions, outcome)
+    return _answer(outcome, texts)
 
 
 def run_bulk(

@@ -7,11 +7,11 @@ settings (SPROUT_REVIEW_REJECT_REASONS).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.core.config import Settings
-from app.datasets.models import Dataset
 
 REASON_PATTERN = r"^[a-z0-9][a-z0-9_]{0,63}$"
 
@@ -43,7 +43,8 @@ class ReviewSettings(BaseModel):
         return reasons
 
 
-def review_settings_of(dataset: Dataset, settings: Settings) -> ReviewSettings:
-    stored = (dataset.settings or {}).get("review") or {}
+def review_settings_of(dataset_settings: dict[str, Any] | None, settings: Settings) -> ReviewSettings:
+    """A dataset's review settings from its settings column, completed by the service's defaults."""
+    stored = (dataset_settings or {}).get("review") or {}
     merged = {"reject_reasons": list(settings.review_reject_reasons), **stored}
     return ReviewSettings.model_validate(merged)

@@ -315,7 +315,7 @@ def queue_page(
         languages=LANGUAGES,
         filter_reasons=["near_duplicate", *(r.value for r in FilterReason)],
         signals=DUPLICATE_SIGNALS,
-        reject_reasons=review_settings_of(dataset, settings).reject_reasons,
+        reject_reasons=review_settings_of(dataset.settings, settings).reject_reasons,
         cursor=cursor,
         next_cursor=next_cursor,
         next_query=urlencode({**params, "cursor": next_cursor}) if next_cursor else "",
@@ -331,7 +331,7 @@ def item_page(
 ) -> HTMLResponse:
     item = get_item(session, item_id)
     dataset = get_dataset(session, item.dataset_id)
-    view = review.present(session, [item])[0]
+    view = review.present_read(session, [item])[0]
     events = []
     for event in review.item_events(session, item_id):
         diffs = []
@@ -360,7 +360,7 @@ def item_page(
         events=events,
         original_diffs=original_diffs,
         responses=review.item_responses(session, item_id) if can_admin else [],
-        reject_reasons=review_settings_of(dataset, settings).reject_reasons,
+        reject_reasons=review_settings_of(dataset.settings, settings).reject_reasons,
         can_review=_can(principal, Permission.review),
         can_review_admin=can_admin,
     )
