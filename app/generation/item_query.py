@@ -19,8 +19,8 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    bindparam,
     func,
-    literal,
     literal_column,
     or_,
     select,
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FunctionElement
 
 from app.core.errors import InvalidFieldError
+from app.core.text import storable
 from app.generation.models import Item, ItemStatus
 
 Sort = Literal["oldest", "newest", "doubtful"]
@@ -114,7 +115,9 @@ def conditions(dataset_id: int, query: ItemQuery) -> list[ColumnElement[bool]]:
     if query.duplicate_signal is not None:
         where.append(Item.duplicate_signal == query.duplicate_signal)
     if query.text:
-        pattern = literal(f"%{escape_like(query.text)}%")
+        # Rendered into the statement, not bound: a prepared statement's generic plan cannot know the pattern,
+        # and would not use the trigram indexes (PostgreSQL switches to one after a few executions).
+        pattern = bindparam("text_pattern", f"%{escape_like(storable(query.text))}%", literal_execute=True)
         where.append(
             or_(*(contains_text(column, pattern) for column in (Item.instruction, Item.input, Item.output)))
         )

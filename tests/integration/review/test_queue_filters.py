@@ -222,3 +222,26 @@ def test_doubtful_order_and_keyset_pages_cover_every_item_once(database_url, sha
             )
             assert response.status_code == 422, (bad, response.text)
             assert response.json()["detail"][0]["loc"][-1] == "cursor"
+
+
+def test_a_text_search_with_a_nul_or_quotes_is_just_text(database_url: str) -> None:
+    """The search term is rendered into the statement (so PostgreSQL plans it with its trigram indexes): quotes
+    stay text, and a NUL is dropped as it is from stored text, on both databases."""
+    with running_service(make_settings(database_url)) as client:
+        dataset_id = client.post("/v1/datasets", json={"name": "quotes"}).json()["id"]
+        records = [
+            {
+                "instruction": "Explain why it's five o'clock somewhere, in one line.",
+                "input": "",
+                "output": "Time zones.",
+            }
+        ]
+        client.post(
+            f"/v1/datasets/{dataset_id}/items/import",
+            files={"file": ("q.jsonl", "\n".join(json.dumps(r) for r in records).encode())},
+        )
+        for term, hits in (("o'clock", 1), ("'; DROP TABLE item; --", 0), ("five\x00 o", 1), ("it's", 1)):
+            response = client.get(f"/v1/datasets/{dataset_id}/items", params={"q": term})
+            assert response.status_code == 200, (term, response.text)
+            assert len(response.json()["data"]) == hits, term
+        assert client.get(f"/v1/datasets/{dataset_id}/items").json()["data"]  # the table is still there
