@@ -502,7 +502,8 @@ def _create_trigram_indexes() -> None:
     except sa.exc.DBAPIError:
         return
     for name, column in TRIGRAM_INDEXES.items():
-        op.execute(f"CREATE INDEX {name} ON item USING gin ({column} gin_trgm_ops)")
+        # A small pending list (KB): new items wait there until merged, and every search scans it.
+        op.execute(f"CREATE INDEX {name} ON item USING gin ({column} gin_trgm_ops) WITH (gin_pending_list_limit = 256)")
 
 
 def create_count_triggers() -> None:
