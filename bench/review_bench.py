@@ -1432,6 +1432,8 @@ def main() -> None:
                 "claim_n": CLAIM_BATCH,
                 "claim_sort": UI_SORT,
                 "page_repeats": args.page_repeats,
+                "ramp_s": args.ramp,
+                "server_workers": args.server_workers,
             },
             "targets": {
                 "p99_ms": TARGET_P99_MS,

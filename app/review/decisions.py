@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, insert, select
 from sqlalchemy.orm import Session
 
 from app.auth.roles import Permission, allows
@@ -51,7 +51,7 @@ class Decision:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     item: Item
-    event: ReviewEvent
+    event_id: int
     decided: bool  # the item left `pending` (or `disputed`) with this transition
 
 
@@ -126,57 +126,64 @@ def _check_reason(decision: Decision, settings: ReviewSettings) -> tuple[str | N
     return None, note
 
 
-def _event(
+def _transition(
     session: Session,
     item: Item,
-    actor: Principal | None,
+    actor: Principal,
     action: ReviewAction,
-    from_status: str,
+    to_status: ItemStatus,
     *,
+    texts: dict[str, str] | None = None,
     reason: str | None = None,
     note: str | None = None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
     undoes_id: int | None = None,
-) -> ReviewEvent:
-    event = ReviewEvent(
-        dataset_id=item.dataset_id,
-        item_id=item.id,
-        actor_id=actor.user_id if actor else None,
-        actor=actor.name if actor else "system",
-        action=action,
-        from_status=from_status,
-        to_status=item.status.value,
-        reason=reason,
-        note=note,
-        before=before,
-        after=after,
-        version_after=item.version,
-        undoes_id=undoes_id,
-        created_at=utcnow(),
-    )
-    session.add(event)
-    session.flush()
-    return event
+) -> int:
+    """Append the event, then change the item: `texts` written into it (the generated text is kept once, in
+    `original`), its status set, its version moved on; the event's id.
 
-
-def _apply_edits(
-    item: Item, edits: dict[str, str] | None
-) -> tuple[dict[str, str] | None, dict[str, str] | None]:
-    """Write the edits into the item, keeping the generated text once (`original`); (before, after) texts."""
-    if not edits:
-        return None, None
-    before = texts_of(item)
-    if item.original is None:
-        item.original = before
-    for field, value in edits.items():
-        setattr(item, field, value)
-    return before, texts_of(item)
-
-
-def _decide_item(item: Item, status: ItemStatus) -> None:
-    item.status = status
-    item.decided_at = utcnow() if status in (ItemStatus.approved, ItemStatus.rejected) else None
+    The item's update comes last on purpose: its trigger takes the dataset's count rows (item_count), and the
+    event's takes the tallies; both are held to the commit and every decision in the dataset needs them, so
+    they are taken at the end, and always in this order (no two transitions wait for each other crosswise).
+    """
+    before = texts_of(item) if texts else None
+    after = {**before, **texts} if before is not None and texts else None
+    changes = to_status is not item.status or after is not None
+    with session.no_autoflush:  # the event goes in first, on its own
+        event_id = session.scalar(
+            insert(ReviewEvent)
+            .values(
+                dataset_id=item.dataset_id,
+                item_id=item.id,
+                actor_id=actor.user_id,
+                actor=actor.name,
+                action=action,
+                from_status=item.status.value,
+                to_status=to_status.value,
+                reason=reason,
+                note=note,
+                before=before,
+                after=after,
+                version_after=item.version + 1 if changes else item.version,
+                undoes_id=undoes_id,
+                created_at=utcnow(),
+            )
+            .returning(ReviewEvent.id)
+        )
+    if changes:
+        if after is not None:
+            if item.original is None:
+                item.original = before
+            for field, value in after.items():
+                setattr(item, field, value)
+            if item.original == after:  # an undo that brought the generated text back
+                item.original = None
+        if to_status is ItemStatus.pending:
+            item.filter_reason = item.duplicate_signal = None
+        item.status = to_status
+        item.decided_at = utcnow() if to_status in (ItemStatus.approved, ItemStatus.rejected) else None
+        session.flush()  # the version moves on here (checked against the locked row)
+    assert event_id is not None
+    return event_id
 
 
 # --- answering ------------------------------------------------------------------------------------------------
@@ -215,33 +222,34 @@ def decide(
         edits=edits,
     )
     session.add(answer)
+    session.flush()
     answers.append(answer)
     if len(answers) < settings.overlap:
         drop_claims(session, [item.id], user_id=principal.user_id)
-        session.flush()
-        event = _event(session, item, principal, ReviewAction.respond, "pending", reason=reason, note=note)
-        return Outcome(item, event, decided=False)
-
-    # The item's own update comes last: its trigger takes the dataset's count rows, which every decision in the
-    # dataset needs, so they are held for as little of the transaction as possible.
-    session.flush()
+        event_id = _transition(
+            session, item, principal, ReviewAction.respond, ItemStatus.pending, reason=reason, note=note
+        )
+        return Outcome(item, event_id, decided=False)
     drop_claims(session, [item.id])
-    agreed = len({a.verdict for a in answers}) == 1 and all(a.edits == answers[0].edits for a in answers)
-    before = after = None
-    if agreed:
-        before, after = _apply_edits(item, answers[0].edits)
-        _decide_item(item, DECIDED[decision.verdict])
-        action = ReviewAction.approve if decision.verdict is Verdict.approve else ReviewAction.reject
-        if decision.verdict is Verdict.reject and settings.overlap > 1:  # the reason most reviewers gave
+    return Outcome(item, conclude(session, principal, item, answers, note=note), decided=True)
+
+
+def conclude(
+    session: Session, actor: Principal, item: Item, answers: list[ReviewResponse], *, note: str | None = None
+) -> int:
+    """An item with all the answers it needs: decided if they agree (same verdict, same edits; a rejection
+    takes the reason most of them gave), disputed otherwise. The event's id."""
+    first = answers[0]
+    if len({a.verdict for a in answers}) == 1 and all(a.edits == first.edits for a in answers):
+        if first.verdict is Verdict.reject:
             reason = Counter(a.reason for a in answers).most_common(1)[0][0]
-    else:
-        _decide_item(item, ItemStatus.disputed)
-        action = ReviewAction.dispute
-    session.flush()  # the version moves on here (checked against the locked row)
-    event = _event(
-        session, item, principal, action, "pending", reason=reason, note=note, before=before, after=after
-    )
-    return Outcome(item, event, decided=True)
+            return _transition(
+                session, item, actor, ReviewAction.reject, ItemStatus.rejected, reason=reason, note=note
+            )
+        return _transition(
+            session, item, actor, ReviewAction.approve, ItemStatus.approved, texts=first.edits, note=note
+        )
+    return _transition(session, item, actor, ReviewAction.dispute, ItemStatus.disputed, note=note)
 
 
 def _settle(
@@ -256,14 +264,11 @@ def _settle(
     if not allows(principal.role, Permission.review_admin):
         raise ForbiddenError(f"item {item.id} is disputed: an admin settles it")
     drop_claims(session, [item.id])
-    before, after = _apply_edits(item, edits)
-    _decide_item(item, DECIDED[verdict])
-    session.flush()
     action = ReviewAction.approve if verdict is Verdict.approve else ReviewAction.reject
-    event = _event(
-        session, item, principal, action, "disputed", reason=reason, note=note, before=before, after=after
+    event_id = _transition(
+        session, item, principal, action, DECIDED[verdict], texts=edits, reason=reason, note=note
     )
-    return Outcome(item, event, decided=True)
+    return Outcome(item, event_id, decided=True)
 
 
 # --- undo -----------------------------------------------------------------------------------------------------
@@ -304,7 +309,11 @@ def undo(
             f"nothing to undo: no decision of yours in the last {int(window.total_seconds() // 60)} min"
         )
     item = lock_item(session, last.item_id)
-    if item.version != last.version_after:
+    # Looked at again once the item is locked: an undo of the same decision that committed meanwhile (two tabs,
+    # a double key press) is seen now, and this one stops (an answer that did not decide leaves no version).
+    if item.version != last.version_after or session.scalar(
+        select(exists().where(ReviewEvent.undoes_id == last.id))
+    ):
         raise StaleError(f"item {item.id} changed after your decision; it cannot be undone", item.id)
     if last.from_status == ItemStatus.pending.value:  # the decision was an answer of this reviewer's
         session.execute(
@@ -312,35 +321,21 @@ def undo(
             .where(ReviewResponse.item_id == item.id, ReviewResponse.user_id == principal.user_id)
             .execution_options(synchronize_session=False)
         )
-    if last.action is not ReviewAction.respond:
-        if last.before is not None:
-            for field, value in last.before.items():
-                setattr(item, field, value)
-            if item.original == texts_of(item):
-                item.original = None
-        _decide_item(item, ItemStatus(last.from_status))
-        session.flush()
-    if item.status is ItemStatus.pending:  # back in this reviewer's hands, so the page can show it again
+    to_status = ItemStatus(last.from_status)
+    if to_status is ItemStatus.pending:  # back in this reviewer's hands, so the page can show it again
         drop_claims(session, [item.id], user_id=principal.user_id)
-        session.add(
-            ReviewClaim(
+        session.execute(
+            insert(ReviewClaim.__table__).values(
                 item_id=item.id,
                 dataset_id=item.dataset_id,
                 user_id=principal.user_id,
                 lease_until=utc_now(lease_seconds),
             )
         )
-    event = _event(
-        session,
-        item,
-        principal,
-        ReviewAction.undo,
-        last.to_status,
-        before=last.after,
-        after=last.before,
-        undoes_id=last.id,
+    event_id = _transition(
+        session, item, principal, ReviewAction.undo, to_status, texts=last.before, undoes_id=last.id
     )
-    return Outcome(item, event, decided=False)
+    return Outcome(item, event_id, decided=False)
 
 
 # --- restore and reopen ---------------------------------------------------------------------------------------
@@ -354,14 +349,16 @@ def restore(session: Session, principal: Principal, item_id: int, version: int, 
         raise StaleError(
             f"item {item.id} is {item.status.value}; only filtered items can be restored", item.id
         )
-    reason = item.filter_reason
-    item.filter_reason = item.duplicate_signal = None
-    _decide_item(item, ItemStatus.pending)
-    session.flush()
-    event = _event(
-        session, item, principal, ReviewAction.restore, "filtered", reason=reason, note=_note(note)
+    event_id = _transition(
+        session,
+        item,
+        principal,
+        ReviewAction.restore,
+        ItemStatus.pending,
+        reason=item.filter_reason,
+        note=_note(note),
     )
-    return Outcome(item, event, decided=False)
+    return Outcome(item, event_id, decided=False)
 
 
 def reopen(session: Session, principal: Principal, item_id: int, version: int, note: str | None) -> Outcome:
@@ -372,17 +369,16 @@ def reopen(session: Session, principal: Principal, item_id: int, version: int, n
         raise StaleError(
             f"item {item.id} is {item.status.value}; only decided or disputed items reopen", item.id
         )
-    from_status = item.status.value
     session.execute(
         delete(ReviewResponse)
         .where(ReviewResponse.item_id == item.id)
         .execution_options(synchronize_session=False)
     )
     drop_claims(session, [item.id])
-    _decide_item(item, ItemStatus.pending)
-    session.flush()
-    event = _event(session, item, principal, ReviewAction.reopen, from_status, note=_note(note))
-    return Outcome(item, event, decided=False)
+    event_id = _transition(
+        session, item, principal, ReviewAction.reopen, ItemStatus.pending, note=_note(note)
+    )
+    return Outcome(item, event_id, decided=False)
 
 
 def _note(note: str | None) -> str | None:

@@ -183,7 +183,7 @@ def _answer(outcome: decisions.Outcome, texts: NeighbourTexts) -> DecisionOut:
     """What a transition answers, presented after its commit (no lock is held while the diff is computed); the
     item is as the transaction left it (sessions do not expire objects on commit)."""
     return DecisionOut(
-        item=present([outcome.item], texts)[0], event_id=outcome.event.id, decided=outcome.decided
+        item=present([outcome.item], texts)[0], event_id=outcome.event_id, decided=outcome.decided
     )
 
 
