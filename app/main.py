@@ -11,9 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 
 from app import __version__
 from app.api.limits import BodySizeLimit
+from app.api.out_of_range import numeric_out_of_range, out_of_range
 from app.api.router import api_router
 from app.api.security_headers import SecurityHeaders
 from app.auth.deps import Reader, check_every_route_declares_access
@@ -92,6 +94,16 @@ def create_app(
     async def forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:
         return JSONResponse(status_code=403, content={"detail": str(exc)})
 
+    @app.exception_handler(OverflowError)
+    async def overflow(request: Request, _: OverflowError) -> Response:
+        return await invalid_field(request, out_of_range(request.path_params, request.query_params))
+
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, exc: DataError) -> Response:
+        if not numeric_out_of_range(exc):
+            raise exc
+        return await invalid_field(request, out_of_range(request.path_params, request.query_params))
+
     @app.exception_handler(InvalidFieldError)
     async def invalid_field(request: Request, exc: InvalidFieldError) -> Response:
         if is_page(request):
@@ -100,7 +112,7 @@ def create_app(
         detail = [
             {
                 "type": "value_error",
-                "loc": [exc.location, *exc.field.split(".")],
+                "loc": [exc.location, *filter(None, exc.field.split("."))],
                 "msg": exc.message,
                 "input": None,
             }

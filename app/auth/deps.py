@@ -3,7 +3,8 @@
 - A bearer token (`Authorization: Bearer sprout_...`) or the UI's session cookie identifies the caller; an
   Authorization header that is wrong is a 401 even when a cookie is present (no silent fallback).
 - A request authenticated by cookie that changes something must carry the session's CSRF token (header
-  `X-CSRF-Token`, or a `csrf_token` form field) and, when the browser sends one, an Origin of this host.
+  `X-CSRF-Token`, or a `csrf_token` form field) and, when the browser sends one, an Origin of this host (or of
+  SPROUT_PUBLIC_ORIGIN, the address users open behind a proxy that rewrites Host).
   Tokens are not ambient credentials, so bearer requests need neither.
 - `check_every_route_declares_access` runs when the app is built: a route that forgot is an error at start-up,
   not a hole in production.
@@ -78,8 +79,11 @@ async def current_principal(request: Request) -> Principal | None:
 
 async def _check_csrf(request: Request, principal: Principal) -> None:
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
-        raise Forbidden("cross-origin request refused")
+    if origin is not None:
+        public = request.app.state.settings.public_origin
+        allowed = {request.headers.get("host"), urlsplit(public).netloc if public else None} - {None}
+        if urlsplit(origin).netloc not in allowed:
+            raise Forbidden("cross-origin request refused")
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")

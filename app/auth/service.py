@@ -193,10 +193,12 @@ def touch_token(session: Session, secret: str) -> None:
 # --- UI sessions and logins ----------------------------------------------------------------------------------
 
 
-def check_login_rate(
+def begin_login(
     session: Session, name: str, client: str, *, window: timedelta, per_name: int, per_client: int
-) -> None:
-    """Refuse a login attempt once a name or a client address has failed too often within `window`."""
+) -> int:
+    """Count a login attempt before its password is checked, so parallel guesses cannot slip past the limit
+    while a slow hash runs: refuse it once the name or the client address has failed too often within
+    `window`, else record it as a failure (the id, which `open_session` takes back when the password holds)."""
     since = utcnow() - window
     for column, value, limit in (
         (LoginFailure.name, name, per_name),
@@ -211,27 +213,46 @@ def check_login_rate(
             oldest: datetime = failures[1]
             retry_after = max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
             raise LoginRateLimitedError(retry_after)
+    attempt = LoginFailure(name=name[:64], client=client[:64])
+    session.add(attempt)
+    session.flush()
+    return attempt.id
 
 
-def record_login_failure(session: Session, name: str, client: str) -> None:
-    session.add(LoginFailure(name=name[:64], client=client[:64]))
-
-
-def login(session: Session, name: str, password: str, *, lifetime: timedelta) -> tuple[str, WebSession, User]:
-    """Check the password and open a browser session: the cookie value (to set once) and its row."""
+def check_password(session: Session, name: str, password: str) -> tuple[int, str | None]:
+    """The user's id, if the password is theirs and the account is enabled, and the password hashed anew when
+    its hash has older parameters. Run outside any write transaction: hashing takes tens of milliseconds, on
+    purpose, and SQLite's write lock would be held all along."""
     user = session.scalar(select(User).where(User.name == normalize_name(name)))
     ok = verify_password(user.password_hash if user is not None else None, password)
     if user is None or not ok or user.disabled:
         raise LoginError("wrong name or password")
-    if user.password_hash is not None and needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+    stale = user.password_hash is not None and needs_rehash(user.password_hash)
+    return user.id, hash_password(password) if stale else None
+
+
+def open_session(
+    session: Session,
+    user_id: int,
+    new_hash: str | None,
+    attempt_id: int,
+    *,
+    lifetime: timedelta,
+    forget_after: timedelta,
+) -> tuple[str, WebSession]:
+    """A checked login opens a browser session: the cookie value (to set once) and its row. The attempt stops
+    counting as a failure, a rehashed password is stored, and expired rows are pruned."""
+    session.execute(delete(LoginFailure).where(LoginFailure.id == attempt_id))
+    if new_hash is not None:
+        session.execute(update(User).where(User.id == user_id).values(password_hash=new_hash))
     cookie = new_secret()
     row = WebSession(
-        user_id=user.id, digest=token_digest(cookie), csrf_token=new_secret(), expires_at=utcnow() + lifetime
+        user_id=user_id, digest=token_digest(cookie), csrf_token=new_secret(), expires_at=utcnow() + lifetime
     )
     session.add(row)
+    prune_expired(session, failures_older_than=forget_after)
     session.flush()
-    return cookie, row, user
+    return cookie, row
 
 
 def session_principal(session: Session, cookie: str) -> Principal | None:
@@ -253,7 +274,7 @@ def logout(session: Session, cookie: str) -> None:
 
 
 def prune_expired(session: Session, *, failures_older_than: timedelta) -> None:
-    """Forget expired sessions and old login failures (called now and then, never on a hot path)."""
+    """Forget expired sessions and old login failures (at each login: never on a hot path)."""
     now = utcnow()
     session.execute(delete(WebSession).where(WebSession.expires_at <= now))
     session.execute(delete(LoginFailure).where(LoginFailure.created_at <= now - failures_older_than))

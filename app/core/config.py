@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_max_failures_per_client: int = Field(default=20, ge=1)
     cookie_secure: bool = False
+    # The address users open (https://sprout.example.org) when a proxy in front passes another Host header:
+    # a cookie-authenticated change is accepted from this Origin as well as from the request's own host.
+    public_origin: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
 
     # `make run`: import the default seeds and queue a first job at start-up.
     bootstrap: bool = False

@@ -141,8 +141,9 @@ def create_db_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    # As many connections as the thread pool that serves sync routes has threads (40), so a busy service never
-    # opens and closes overflow connections per request; pre-ping finds connections a restarted server dropped.
+    # Up to 50 connections per process: the thread pool that serves sync routes has 40 threads, and a request
+    # may hold a read and a write connection at once; 20 stay open between bursts. Pre-ping finds connections
+    # a restarted server dropped.
     return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=30)
 
 

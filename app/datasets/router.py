@@ -23,7 +23,7 @@ from app.datasets.service import (
     seed_counts,
 )
 from app.generation.service import counts_by_dataset
-from app.review.settings import ReviewSettings
+from app.review.settings import ReviewSettingsIn
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -40,7 +40,7 @@ def create(_: DatasetManager, body: DatasetCreate, session: WriteSession) -> Dat
         "review" in body.settings
     ):  # checked here, so a dataset never holds review settings the queue cannot use
         try:
-            ReviewSettings.model_validate(body.settings["review"])
+            ReviewSettingsIn.model_validate(body.settings["review"])
         except ValidationError as exc:
             raise InvalidFieldError("settings.review", str(exc.errors()[0]["msg"])) from exc
     dataset = create_dataset(session, body.name, body.description, body.settings)

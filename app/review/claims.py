@@ -39,8 +39,8 @@ class Held:
     new_ids: tuple[int, ...] = ()  # those claimed just now (in the queue's order), a claim's answer
 
 
-def live(claim: type[ReviewClaim] = ReviewClaim) -> ColumnElement[bool]:
-    return claim.lease_until > utc_now()
+def live() -> ColumnElement[bool]:
+    return ReviewClaim.lease_until > utc_now()
 
 
 def who_works_on(session: Session, item_id: int) -> tuple[set[int], set[int]]:
@@ -58,18 +58,33 @@ def who_works_on(session: Session, item_id: int) -> tuple[set[int], set[int]]:
     return holders, answerers
 
 
-def _taken(session: Session, item_ids: Sequence[int], *, except_user: int) -> dict[int, int]:
-    """Per item: live claims of other reviewers plus answers (what counts against its k slots), one query."""
+def _taken(session: Session, item_ids: Sequence[int], *, user_id: int) -> tuple[dict[int, int], set[int]]:
+    """Per item: live claims of other reviewers plus answers (what counts against its k slots); and the items
+    this reviewer holds a claim on already (a claim of theirs that committed after the candidates were read: two
+    tabs claiming at once). One query."""
     if not item_ids:
-        return {}
+        return {}, set()
     ids = list(item_ids)
-    claimed = select(ReviewClaim.item_id).where(
-        ReviewClaim.item_id.in_(ids), ReviewClaim.user_id != except_user, live()
+    others = select(ReviewClaim.item_id, literal(False).label("mine")).where(
+        ReviewClaim.item_id.in_(ids), ReviewClaim.user_id != user_id, live()
     )
-    answered = select(ReviewResponse.item_id).where(ReviewResponse.item_id.in_(ids))
-    taken = union_all(claimed, answered).subquery()
-    rows = session.execute(select(taken.c.item_id, func.count()).group_by(taken.c.item_id))
-    return dict(rows.all())
+    answered = select(ReviewResponse.item_id, literal(False).label("mine")).where(
+        ReviewResponse.item_id.in_(ids)
+    )
+    held = select(ReviewClaim.item_id, literal(True).label("mine")).where(
+        ReviewClaim.item_id.in_(ids), ReviewClaim.user_id == user_id
+    )
+    rows = union_all(others, answered, held).subquery()
+    taken: dict[int, int] = {}
+    mine: set[int] = set()
+    for item_id, is_mine, count in session.execute(
+        select(rows.c.item_id, rows.c.mine, func.count()).group_by(rows.c.item_id, rows.c.mine)
+    ):
+        if is_mine:
+            mine.add(item_id)
+        else:
+            taken[item_id] = count
+    return taken, mine
 
 
 def claim(
@@ -131,9 +146,9 @@ def _claim_new(
     )
     if not candidates:
         return [], None
-    taken = _taken(session, candidates, except_user=user_id)
-    chosen = [i for i in candidates if taken.get(i, 0) < overlap][:wanted]
-    if chosen:  # (the reviewer has no claim on these: renew, which runs first, kept or dropped every one)
+    taken, mine = _taken(session, candidates, user_id=user_id)
+    chosen = [i for i in candidates if taken.get(i, 0) < overlap and i not in mine][:wanted]
+    if chosen:
         lease_until = session.scalar(
             insert(ReviewClaim.__table__)
             .values(lease_until=utc_now(lease_seconds))
@@ -169,7 +184,7 @@ def renew(
             .with_for_update(of=Item)
         )
     )
-    taken = _taken(session, pending, except_user=user_id)
+    taken, _ = _taken(session, pending, user_id=user_id)
     keep = [i for i in pending if taken.get(i, 0) < overlap]
     lease_until = None
     if keep:

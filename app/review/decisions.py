@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, insert, select
+from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.auth.roles import Permission, allows
@@ -250,6 +250,39 @@ def conclude(
             session, item, actor, ReviewAction.approve, ItemStatus.approved, texts=first.edits, note=note
         )
     return _transition(session, item, actor, ReviewAction.dispute, ItemStatus.disputed, note=note)
+
+
+def conclude_answered(session: Session, actor: Principal, dataset_id: int, overlap: int) -> int:
+    """Conclude the dataset's pending items that have `overlap` answers or more (the overlap was lowered);
+    how many. Locked in id order, as every path that locks several items does."""
+    full = (
+        select(ReviewResponse.item_id)
+        .where(ReviewResponse.dataset_id == dataset_id)
+        .group_by(ReviewResponse.item_id)
+        .having(func.count() >= overlap)
+    )
+    items = list(
+        session.scalars(
+            select(Item)
+            .where(Item.id.in_(full), Item.status == ItemStatus.pending)
+            .order_by(Item.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+    if not items:
+        return 0
+    answers: dict[int, list[ReviewResponse]] = {}
+    for answer in session.scalars(
+        select(ReviewResponse)
+        .where(ReviewResponse.item_id.in_([i.id for i in items]))
+        .order_by(ReviewResponse.id)
+    ):
+        answers.setdefault(answer.item_id, []).append(answer)
+    drop_claims(session, [i.id for i in items])
+    for item in items:
+        conclude(session, actor, item, answers[item.id])
+    return len(items)
 
 
 def _settle(

@@ -9,9 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ReadSession, SessionFactoryDep, SettingsDep, WriteSession
+from app.api.deps import ReadSession, SessionFactoryDep, SettingsDep
 from app.auth.deps import DatasetManager, Reader, ReviewAdmin, Reviewer
-from app.datasets.service import get_dataset, set_dataset_setting
+from app.datasets.service import get_dataset
 from app.review import service
 from app.review.decisions import Decision
 from app.review.schemas import (
@@ -29,7 +29,7 @@ from app.review.schemas import (
     ResponseOut,
     TransitionRequest,
 )
-from app.review.settings import ReviewSettings
+from app.review.settings import ReviewSettings, ReviewSettingsIn
 
 router = APIRouter(prefix="/v1", tags=["review"])
 STALE = {409: {"description": "The item changed since you loaded it; the body holds it as it is now."}}
@@ -155,11 +155,16 @@ def bulk(
 
 @router.put("/datasets/{dataset_id}/review/settings", response_model=ReviewSettings)
 def put_settings(
-    _: DatasetManager, dataset_id: int, body: ReviewSettings, session: WriteSession
+    principal: DatasetManager,
+    dataset_id: int,
+    body: ReviewSettingsIn,
+    sessions: SessionFactoryDep,
+    settings: SettingsDep,
 ) -> ReviewSettings:
-    """Set how many reviewers answer each item (overlap) and the reasons a rejection picks from."""
-    set_dataset_setting(session, get_dataset(session, dataset_id), "review", body.model_dump())
-    return body
+    """Set how many reviewers answer each item (overlap) and the reasons a rejection picks from (left out: the
+    service's defaults); the settings in effect. Lowering the overlap concludes the items that have enough
+    answers now."""
+    return service.set_settings(sessions, settings, principal, dataset_id, body)
 
 
 @router.get("/datasets/{dataset_id}/review/progress", response_model=ProgressOut)

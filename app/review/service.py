@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.models import User
-from app.auth.service import Principal
+from app.auth.service import Principal, audit
 from app.core.config import Settings
 from app.core.db import transaction
 from app.core.errors import InvalidFieldError, StaleError
-from app.datasets.service import get_dataset, seed_instructions
+from app.datasets.service import get_dataset, seed_instructions, set_dataset_setting
 from app.generation.item_query import ItemQuery, Sort, in_order
 from app.generation.models import Item
 from app.generation.schemas import ItemOut
@@ -39,7 +39,7 @@ from app.review.schemas import (
     ReviewerOut,
     ReviewItemOut,
 )
-from app.review.settings import ReviewSettings, review_settings_of
+from app.review.settings import ReviewSettings, ReviewSettingsIn, review_settings_of
 
 
 class StaleItem(Exception):
@@ -277,6 +277,34 @@ def run_bulk(
         note=note,
     )
     return BulkOut(bulk_id=result.bulk_id, matched=result.matched, changed=result.changed, dry_run=False)
+
+
+# --- settings -------------------------------------------------------------------------------------------------
+
+
+def set_settings(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    principal: Principal,
+    dataset_id: int,
+    body: ReviewSettingsIn,
+) -> ReviewSettings:
+    """Store the dataset's review settings; the ones in effect. Lowering the overlap concludes, in the same
+    transaction, every pending item that already has as many answers as the new overlap asks for."""
+    with transaction(sessions) as session:
+        dataset = get_dataset(session, dataset_id)
+        set_dataset_setting(session, dataset, "review", body.model_dump(exclude_none=True))
+        review = review_settings_of(dataset.settings, settings)
+        concluded = decisions.conclude_answered(session, principal, dataset_id, review.overlap)
+        audit(
+            session,
+            principal,
+            "review.settings",
+            f"dataset {dataset_id}",
+            settings=review.model_dump(),
+            concluded=concluded,
+        )
+    return review
 
 
 # --- reading --------------------------------------------------------------------------------------------------

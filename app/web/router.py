@@ -23,10 +23,10 @@ from app.auth.service import (
     LoginError,
     LoginRateLimitedError,
     Principal,
-    check_login_rate,
-    login,
+    begin_login,
+    check_password,
     logout,
-    record_login_failure,
+    open_session,
 )
 from app.core.db import transaction
 from app.core.errors import InvalidFieldError
@@ -167,7 +167,7 @@ def login_submit(
     client = request.client.host if request.client else "unknown"
     try:
         with transaction(sessions) as session:
-            check_login_rate(
+            attempt = begin_login(
                 session,
                 name.strip().lower(),
                 client,
@@ -175,16 +175,23 @@ def login_submit(
                 per_name=settings.login_max_failures,
                 per_client=settings.login_max_failures_per_client,
             )
-        with transaction(sessions) as session:
-            cookie, web_session, _ = login(session, name, password, lifetime=settings.session_lifetime)
+        with sessions() as session:
+            user_id, new_hash = check_password(session, name, password)
     except LoginRateLimitedError as exc:
         response = login_page(request, next_url=next, message=str(exc), name=name, status_code=429)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    except LoginError as exc:
-        with transaction(sessions) as session:
-            record_login_failure(session, name.strip().lower(), client)
+    except LoginError as exc:  # the attempt stays recorded as a failure
         return login_page(request, next_url=next, message=str(exc), name=name, status_code=401)
+    with transaction(sessions) as session:
+        cookie, _ = open_session(
+            session,
+            user_id,
+            new_hash,
+            attempt,
+            lifetime=settings.session_lifetime,
+            forget_after=settings.login_window,
+        )
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

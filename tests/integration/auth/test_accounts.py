@@ -449,6 +449,24 @@ def test_next_only_redirects_to_paths_of_this_site(client, admin) -> None:
     assert 'name="next" value="/ui"' in form.text and "evil.example" not in form.text
 
 
+def test_behind_a_proxy_the_public_origin_is_accepted_too(database_url) -> None:
+    settings = make_settings(database_url, worker_enabled=False, public_origin="https://sprout.example.org")
+    with running_service(settings, role=None) as client:
+        admin = bearer(new_user_token(client, Role.admin, name="root"))
+        add_user(client, admin, "quinn", "admin", password=PASSWORD)
+        browser = log_in(client, "quinn")
+        csrf = csrf_of(client, browser)
+
+        def create(name: str, origin: str) -> int:
+            headers = {**browser, "X-CSRF-Token": csrf, "Origin": origin}
+            return client.post("/v1/datasets", json={"name": name}, headers=headers).status_code
+
+        assert create("public", "https://sprout.example.org") == 201
+        assert create("own-host", "http://testserver") == 201
+        assert create("foreign", "https://evil.example") == 403
+        assert create("other-port", "https://sprout.example.org:8443") == 403
+
+
 # --- the login rate limit ---------------------------------------------------------------------------------------
 
 
@@ -476,6 +494,22 @@ def test_failed_logins_are_limited_per_name_in_the_database_for_every_instance(d
     with TestClient(create_app(settings)) as other:
         assert post_login(other, "sam", PASSWORD).status_code == 429
         assert post_login(other, "tess", PASSWORD).status_code == 303
+
+
+def test_successful_logins_do_not_count_against_the_limit(database_url) -> None:
+    """Every attempt is counted before its password is checked (parallel guesses cannot slip past the limit);
+    a good password takes its own attempt back, so people who log in often are never locked out."""
+    settings = make_settings(database_url, worker_enabled=False, login_max_failures=2)
+    with running_service(settings, role=None) as client:
+        with transaction(sessions_of(client)) as session:
+            create_user(session, "vera", Role.reviewer, PASSWORD)
+        assert post_login(client, "vera", "a wrong guess").status_code == 401
+        for _ in range(4):
+            assert post_login(client, "vera", PASSWORD).status_code == 303
+        with sessions_of(client)() as session:
+            assert session.scalar(select(func.count()).select_from(LoginFailure)) == 1
+        assert post_login(client, "vera", "another wrong guess").status_code == 401
+        assert post_login(client, "vera", PASSWORD).status_code == 429
 
 
 def test_failed_logins_are_limited_per_client_address(database_url) -> None:

@@ -162,10 +162,6 @@ def new_dataset(client: TestClient, *, overlap: int | None = None, reasons: list
         body: dict[str, Any] = {"overlap": overlap or 1}
         if reasons is not None:
             body["reject_reasons"] = reasons
-        else:
-            body["reject_reasons"] = client.get(f"/v1/datasets/{dataset_id}/review/progress").json()[
-                "settings"
-            ]["reject_reasons"]
         put = client.put(f"/v1/datasets/{dataset_id}/review/settings", json=body)
         assert put.status_code == 200, put.text
     return dataset_id

@@ -21,7 +21,7 @@ from app.auth.roles import Role
 from app.auth.service import create_token, create_user
 from app.core.db import transaction
 from app.generation.models import Item, ItemStatus
-from app.review.models import ReviewAction, ReviewEvent, ReviewResponse
+from app.review.models import ReviewAction, ReviewClaim, ReviewEvent, ReviewResponse
 from tests.support.app_server import serving
 from tests.support.data import alpaca_jsonl, spread_instructions
 from tests.support.service import make_settings
@@ -140,3 +140,45 @@ def test_twenty_reviewers_in_parallel(database_url: str, shared_data: Path, over
     assert sum(len(log["decided"]) for log in logs) == pending * overlap
     # The work really was spread: most reviewers got items (the test would be vacuous with one worker).
     assert sum(1 for log in logs if log["decided"]) >= REVIEWERS // 2
+
+
+def test_one_reviewer_claiming_from_many_tabs_at_once(database_url: str, shared_data: Path) -> None:
+    """Claims of one reviewer that overlap in time (tabs, retries) all succeed, and every item they hand out is
+    held by that reviewer's one claim on it."""
+    settings = make_settings(database_url, worker_enabled=False)
+    with serving(settings) as served:
+        with transaction(served.app.state.sessions) as session:
+            admin_token, _ = create_token(session, create_user(session, "admin", Role.admin))
+            token, _ = create_token(session, create_user(session, "tabs", Role.reviewer))
+        admin = {"Authorization": f"Bearer {admin_token}"}
+        with httpx.Client(base_url=served.base_url, headers=admin, timeout=60.0, trust_env=False) as client:
+            dataset_id = client.post("/v1/datasets", json={"name": "tabs"}).json()["id"]
+            client.post(
+                f"/v1/datasets/{dataset_id}/items/import",
+                files={"file": ("data.jsonl", alpaca_jsonl(spread_instructions(shared_data, 200)))},
+            ).raise_for_status()
+        answers: list[httpx.Response] = []
+
+        def tab(n: int) -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=served.base_url, headers=headers, timeout=60.0, trust_env=False) as c:
+                for _ in range(6):
+                    answers.append(
+                        c.post(f"/v1/datasets/{dataset_id}/review/claim", json={"n": 5 + n, "sort": "oldest"})
+                    )
+
+        threads = [threading.Thread(target=tab, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        with served.app.state.sessions() as session:
+            held = list(
+                session.scalars(select(ReviewClaim.item_id).where(ReviewClaim.dataset_id == dataset_id))
+            )
+
+    assert [a.status_code for a in answers] == [200] * 36, [a.text for a in answers if a.status_code != 200]
+    handed = [[i["id"] for i in a.json()["items"]] for a in answers]
+    assert all(0 < len(ids) == len(set(ids)) for ids in handed)
+    # Nothing expires or is decided here, so every item handed to a tab is still held, by one claim.
+    assert {i for ids in handed for i in ids} <= set(held) and len(held) == len(set(held))

@@ -155,6 +155,46 @@ def test_disagreement_goes_to_an_admin_who_sees_the_answers_side_by_side(client)
     assert alice.claim_ids(dataset_id, 5) == [reopened["id"]]
 
 
+def test_settings_keep_what_is_left_out_and_a_lower_overlap_concludes_answered_items(client) -> None:
+    defaults = progress_of(client, new_dataset(client))["settings"]["reject_reasons"]
+    dataset_id = new_dataset(client)
+    settings_url = f"/v1/datasets/{dataset_id}/review/settings"
+    put = client.put(settings_url, json={"overlap": 3})  # the reasons stay the service's
+    assert put.status_code == 200 and put.json() == {"overlap": 3, "reject_reasons": defaults}
+    assert client.put(settings_url, json={"reject_reasons": []}).status_code == 422
+    assert client.put(settings_url, json={"overlap": 0}).status_code == 422
+
+    pending = import_tasks(client, dataset_id, TASKS[:4])
+    alice, bob = new_person(client, name="alice"), new_person(client, name="bob")
+    agreed, split, once, untouched = alice.claim(dataset_id, 4, sort="oldest")
+    bob.claim(dataset_id, 2, sort="oldest")
+    answer(alice, agreed, "approve")
+    answer(bob, agreed, "approve")
+    answer(alice, split, "approve")
+    answer(bob, split, "reject")
+    answer(alice, once, "reject")
+    assert {i["status"] for i in all_items(client, dataset_id)} == {"pending"}
+
+    # Two answers are enough now: the items that have them are decided (or disputed) at once; the others wait.
+    lowered = client.put(settings_url, json={"overlap": 2})
+    assert lowered.status_code == 200 and lowered.json()["overlap"] == 2
+    status = {i["id"]: i["status"] for i in all_items(client, dataset_id)}
+    assert [status[i["id"]] for i in (agreed, split, once, untouched)] == [
+        "approved",
+        "disputed",
+        "pending",
+        "pending",
+    ]
+    assert events_of(client, agreed["id"])[-1]["action"] == "approve"
+    assert [i["id"] for i in pending] == [i["id"] for i in (agreed, split, once, untouched)]
+    # Down to one: alice's lone rejection decides; the untouched item is hers alone now (she holds it).
+    client.put(settings_url, json={"overlap": 1})
+    assert item_of(client, once["id"])["status"] == "rejected"
+    assert item_of(client, untouched["id"])["status"] == "pending"
+    assert bob.claim_ids(dataset_id, 5) == []
+    assert alice.claim_ids(dataset_id, 5) == [untouched["id"]]
+
+
 # Verdicts of alice and bob on six items, and the edits that make the sixth a disagreement.
 PAIR_VERDICTS = [
     ("approve", "approve"),

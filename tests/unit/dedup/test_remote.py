@@ -60,4 +60,7 @@ def test_the_event_loop_keeps_ticking_while_the_child_dedups(shared_data: Path) 
     finally:
         index.close()
     assert watch.seconds > 0.2 and len(watch.gaps) > 20
-    assert watch.max_gap < 0.05, f"event loop blocked for {watch.max_gap * 1000:.0f} ms"
+    # Ticks 5 ms apart arrive on time: an index holding this process's GIL would stall them again and again. One
+    # late tick in a hundred is allowed (a busy machine may deschedule the process once, whatever it runs).
+    late = [gap for gap in watch.gaps if gap > 0.05]
+    assert len(late) <= max(1, len(watch.gaps) // 100), f"{len(late)} of {len(watch.gaps)} ticks late: {late}"
