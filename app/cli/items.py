@@ -24,7 +24,7 @@ app = typer.Typer(help="Look at generated items.", no_args_is_help=True)
 def items_list(
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "default",
     status: Annotated[
-        Optional[ItemStatus], typer.Option(help="pending, approved, rejected or filtered.")
+        Optional[ItemStatus], typer.Option(help="pending, approved, rejected, disputed or filtered.")
     ] = None,  # noqa: UP045
     reason: Annotated[Optional[str], typer.Option(help="Only items filtered for this reason.")] = None,  # noqa: UP045
     language: Annotated[Optional[str], typer.Option(help="zh, ja, ko, latin, mixed or other.")] = None,  # noqa: UP045

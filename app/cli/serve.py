@@ -79,7 +79,7 @@ def serve(
             if not any_user_exists(session):
                 console.print(plain(f"  No users yet: {_sprout_command()} users create admin --role admin"))
     console.print(f"  reviewer UI: {base}/ui")
-    console.print(f"  API docs:  {base}/docs")
+    console.print(f"  API docs:  {base}/docs  (log in first, or send the token)")
     console.print(f"  datasets:  {base}/v1/datasets")
     console.print(f"  health:    {base}/healthz")
     console.print(

@@ -135,15 +135,6 @@ def order_by(sort: Sort) -> list[Any]:
     return [DOUBT.desc(), Item.id.desc()]
 
 
-def in_order(items: list[Item], sort: Sort) -> list[Item]:
-    """Items in the order `order_by(sort)` gives them, for items already loaded."""
-    if sort == "oldest":
-        return sorted(items, key=lambda i: i.id)
-    if sort == "newest":
-        return sorted(items, key=lambda i: -i.id)
-    return sorted(items, key=lambda i: (-(i.nearest_rouge_l or 0.0), -i.id))
-
-
 def _after(sort: Sort, key: list[Any]) -> ColumnElement[bool]:
     if sort == "oldest":
         return Item.id > key[0]

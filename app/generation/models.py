@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -25,7 +25,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.core.db import Base, string_enum, utcnow
 from app.jobs.models import LeasedJob
 
-DUPLICATE_SIGNALS = ("exact", "rouge_l", "fuzzy", "semantic")
+DuplicateSignal = Literal["exact", "rouge_l", "fuzzy", "semantic"]
+DUPLICATE_SIGNALS: tuple[DuplicateSignal, ...] = get_args(DuplicateSignal)
 
 
 class ItemStatus(enum.StrEnum):

@@ -93,11 +93,11 @@ def get_item(session: Session, item_id: int) -> Item:
     return item
 
 
-def counts_by_dataset(session: Session, dataset_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-    """Items by status and jobs, per dataset: item counts from the trigger-kept `item_count` table (no scan of
-    the items, however many), jobs in one grouped query."""
+def item_counts(session: Session, dataset_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Items by status (and in all) per dataset, from the trigger-kept `item_count` table: no scan of the items,
+    however many."""
     counts: dict[int, dict[str, int]] = {
-        i: {"jobs": 0, "items": 0, **{s.value: 0 for s in ItemStatus}} for i in dataset_ids
+        i: {"items": 0, **{s.value: 0 for s in ItemStatus}} for i in dataset_ids
     }
     if not dataset_ids:
         return counts
@@ -108,6 +108,14 @@ def counts_by_dataset(session: Session, dataset_ids: Sequence[int]) -> dict[int,
     ):
         counts[dataset_id][status] = int(n)  # PostgreSQL sums bigints as numeric
         counts[dataset_id]["items"] += int(n)
+    return counts
+
+
+def counts_by_dataset(session: Session, dataset_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """`item_counts`, and the jobs of each dataset (one grouped query)."""
+    counts = {i: {"jobs": 0, **c} for i, c in item_counts(session, dataset_ids).items()}
+    if not dataset_ids:
+        return counts
     for dataset_id, n in session.execute(
         select(GenerationJob.dataset_id, func.count())
         .where(GenerationJob.dataset_id.in_(dataset_ids))

@@ -9,10 +9,10 @@ review filters on. [8/8] refines it (real language identification); the column a
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 Language = Literal["zh", "ja", "ko", "latin", "mixed", "other"]
-LANGUAGES: tuple[Language, ...] = ("zh", "ja", "ko", "latin", "mixed", "other")
+LANGUAGES: tuple[Language, ...] = get_args(Language)
 
 _KANA = re.compile("[\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
 _HANGUL = re.compile("[\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff\uffa0-\uffdc]")

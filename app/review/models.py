@@ -41,10 +41,6 @@ class ReviewAction(enum.StrEnum):
     reopen = "reopen"  # an admin sends a decided item back to pending
     undo = "undo"  # a reviewer takes back their own last decision
 
-    @property
-    def is_decision(self) -> bool:
-        return self in (ReviewAction.approve, ReviewAction.reject, ReviewAction.respond)
-
 
 class ReviewClaim(Base):
     """One reviewer holds one item until `lease_until` (database time). Several reviewers may hold the same

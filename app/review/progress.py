@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.auth.models import User
 from app.core.db import utcnow
 from app.generation.models import ItemStatus
-from app.generation.service import counts_by_dataset
+from app.generation.service import item_counts
 from app.review.agreement import AgreementReport, Rating, agreement
 from app.review.models import ReviewAction, ReviewEvent, ReviewHourly, ReviewResponse, ReviewTally
 
@@ -58,7 +58,7 @@ class Progress:
 
 
 def status_counts(session: Session, dataset_ids: list[int]) -> dict[int, dict[str, int]]:
-    counts = counts_by_dataset(session, dataset_ids)
+    counts = item_counts(session, dataset_ids)
     return {i: {s.value: counts[i][s.value] for s in ItemStatus} for i in dataset_ids}
 
 

@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.generation.item_query import Sort
-from app.generation.models import ItemStatus
+from app.generation.item_query import ItemQuery, Sort
+from app.generation.models import DuplicateSignal, ItemStatus
 from app.generation.schemas import ItemOut
+from app.reports.language import Language
 from app.review.bulk import BulkAction
+from app.review.decisions import MAX_FIELD_CHARS
 from app.review.models import ReviewEvent, ReviewResponse, Verdict
 from app.review.settings import ReviewSettings
 
@@ -23,12 +25,23 @@ class QueueFilters(BaseModel):
     status: ItemStatus | None = None
     job_id: int | None = None
     import_id: int | None = None
-    language: Literal["zh", "ja", "ko", "latin", "mixed", "other"] | None = None
+    language: Language | None = None
     filter_reason: str | None = Field(default=None, max_length=64)
-    duplicate_signal: Literal["exact", "rouge_l", "fuzzy", "semantic"] | None = None
+    duplicate_signal: DuplicateSignal | None = None
     q: str | None = Field(
         default=None, max_length=200, description="Text in the instruction, input or output."
     )
+
+    def query(self) -> ItemQuery:
+        return ItemQuery(
+            status=self.status,
+            job_id=self.job_id,
+            import_id=self.import_id,
+            language=self.language,
+            filter_reason=self.filter_reason,
+            duplicate_signal=self.duplicate_signal,
+            text=self.q or None,
+        )
 
 
 class ClaimRequest(BaseModel):
@@ -56,9 +69,9 @@ class ReleaseRequest(BaseModel):
 class Edits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    instruction: str | None = Field(default=None, max_length=20_000)
-    input: str | None = Field(default=None, max_length=20_000)
-    output: str | None = Field(default=None, max_length=20_000)
+    instruction: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    input: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    output: str | None = Field(default=None, max_length=MAX_FIELD_CHARS)
 
     def changed(self) -> dict[str, str]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

@@ -15,7 +15,7 @@ from app.core.config import Settings
 from app.core.db import transaction
 from app.core.errors import InvalidFieldError, StaleError
 from app.datasets.service import get_dataset, seed_instructions, set_dataset_setting
-from app.generation.item_query import ItemQuery, Sort, in_order
+from app.generation.item_query import Sort, order_by
 from app.generation.models import Item
 from app.generation.schemas import ItemOut
 from app.generation.service import get_item, item_instructions
@@ -48,18 +48,6 @@ class StaleItem(Exception):
     def __init__(self, message: str, item: ReviewItemOut) -> None:
         super().__init__(message)
         self.item = item
-
-
-def query_of(filters: QueueFilters) -> ItemQuery:
-    return ItemQuery(
-        status=filters.status,
-        job_id=filters.job_id,
-        import_id=filters.import_id,
-        language=filters.language,
-        filter_reason=filters.filter_reason,
-        duplicate_signal=filters.duplicate_signal,
-        text=filters.q or None,
-    )
 
 
 NeighbourTexts = dict[tuple[str, int], str]
@@ -128,20 +116,20 @@ def claim(
             n=n,
             overlap=review.overlap,
             lease_seconds=settings.review_lease_seconds,
-            query=query_of(filters),
+            query=filters.query(),
             sort=sort,
         )
-        loaded = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(held.item_ids)))}
-        held_items = [loaded[i] for i in held.item_ids if i in loaded]
-        texts = neighbour_texts(session, held_items)
+        # The ones held before come first, in the queue's order, then the new ones (already in that order).
+        loaded = list(
+            session.scalars(select(Item).where(Item.id.in_(held.item_ids)).order_by(*order_by(sort)))
+        )
+        fresh = set(held.new_ids)
+        new = {i.id: i for i in loaded if i.id in fresh}
+        ordered = ([i for i in loaded if i.id not in fresh] + [new[i] for i in held.new_ids if i in new])[:n]
+        texts = neighbour_texts(session, ordered)
     # Presented after the commit: diffing holds no lock (SQLite's write lock, PostgreSQL's row locks).
-    # The ones held before come first, in the queue's order, then the new ones (already in that order).
-    new = set(held.new_ids)
-    ordered = in_order([i for i in held_items if i.id not in new], sort) + [
-        i for i in held_items if i.id in new
-    ]
     return ClaimOut(
-        items=present(ordered[:n], texts),
+        items=present(ordered, texts),
         lease_until=held.lease_until,
         lease_seconds=settings.review_lease_seconds,
         reject_reasons=review.reject_reasons,
@@ -259,7 +247,7 @@ def run_bulk(
     note: str | None,
     dry_run: bool,
 ) -> BulkOut:
-    query = query_of(filters)
+    query = filters.query()
     with sessions() as session:
         review = _settings_for(session, dataset_id, settings)
         if action == "reject" and reason not in review.reject_reasons:

@@ -38,6 +38,7 @@ from app.generation.models import DUPLICATE_SIGNALS, ItemStatus
 from app.generation.service import get_item
 from app.reports.language import LANGUAGES
 from app.review import service as review
+from app.review.decisions import TEXT_FIELDS
 from app.review.diff import diff_segments
 from app.review.progress import status_counts
 from app.review.schemas import QueueFilters
@@ -304,7 +305,7 @@ def queue_page(
 ) -> HTMLResponse:
     dataset = get_dataset(session, dataset_id)
     items, next_cursor = item_query.page(
-        session, dataset_id, review.query_of(filters), sort=sort, cursor=cursor, limit=PAGE_SIZE
+        session, dataset_id, filters.query(), sort=sort, cursor=cursor, limit=PAGE_SIZE
     )
     params = {**filters.model_dump(mode="json", exclude_none=True), "sort": sort}
     return render(
@@ -345,7 +346,7 @@ def item_page(
         if event.before and event.after:
             diffs = [
                 (f, diff_segments(str(event.before.get(f, "")), str(event.after.get(f, ""))))
-                for f in ("instruction", "input", "output")
+                for f in TEXT_FIELDS
                 if event.before.get(f) != event.after.get(f)
             ]
         events.append({**event.model_dump(), "created_at": event.created_at, "diffs": diffs})
@@ -353,7 +354,7 @@ def item_page(
     if item.original:
         original_diffs = [
             (f, diff_segments(item.original.get(f, ""), getattr(item, f)))
-            for f in ("instruction", "input", "output")
+            for f in TEXT_FIELDS
             if item.original.get(f) != getattr(item, f)
         ]
     can_admin = _can(principal, Permission.review_admin)

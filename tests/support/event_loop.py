@@ -21,6 +21,11 @@ class LoopWatch(Generic[T]):
     def max_gap(self) -> float:
         return max(self.gaps)
 
+    def stalled(self, longer_than: float) -> float:
+        """Seconds spent in gaps longer than `longer_than`: a blocked loop spends nearly all its time there, a
+        free loop on a loaded machine only its scattered scheduler and garbage-collection pauses."""
+        return sum(gap for gap in self.gaps if gap > longer_than)
+
 
 async def watch_loop(work: Awaitable[T], *, tick: float = 0.001) -> LoopWatch[T]:
     """Await `work` while a heartbeat sleeping `tick` seconds records every gap between its wake-ups."""

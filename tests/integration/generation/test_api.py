@@ -6,6 +6,7 @@ The same paths run against the real embedded model and a real OpenAI-compatible 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -247,12 +248,23 @@ def test_parsing_a_large_seed_upload_leaves_the_event_loop_free(tmp_path) -> Non
             files = {"file": ("alpaca.jsonl", data)}
             return await watch_loop(client.post(f"/v1/datasets/{dataset_id}/seeds", files=files), tick=0.005)
 
-    watch = asyncio.run(upload())
+    expected = len(records)
+    del records
+    # The import allocates many objects, so the garbage collector runs often, holding the GIL while it walks the
+    # whole heap: with the heap of a long test session behind it, each pass stalls the loop for far longer than
+    # in a service. Frozen, that heap is not walked; the upload's own objects still are.
+    gc.collect()
+    gc.freeze()
+    try:
+        watch = asyncio.run(upload())
+    finally:
+        gc.unfreeze()
     assert watch.result.status_code == 201, watch.result.text
-    assert watch.result.json()["imported"] == len(records)
-    assert watch.seconds > 0.5  # long enough that a blocked loop would show ...
-    # ... a gap of nearly the whole upload; a free loop only pauses for garbage collection and the scheduler.
-    assert watch.max_gap < watch.seconds / 3, f"event loop blocked for {watch.max_gap * 1000:.0f} ms"
+    assert watch.result.json()["imported"] == expected
+    assert watch.seconds > 0.5  # long enough that a blocked loop would stall for nearly all of it ...
+    # ... while a free one, even on a loaded machine, mostly ticks on time.
+    stalled = watch.stalled(longer_than=0.05)
+    assert stalled < watch.seconds / 2, f"event loop stalled {stalled:.2f} s of {watch.seconds:.2f} s"
 
 
 def test_generation_job_stores_items_whose_reasons_add_up(client, scripted) -> None:
