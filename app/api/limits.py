@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, UploadFile, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -19,6 +19,15 @@ class BodyTooLargeError(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body larger than {limit} bytes")
+
+
+def read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    """The whole uploaded file, or a 413 naming the field when it is larger than `max_bytes` (for a sync route,
+    which runs in a worker thread). The middleware bounds the request; this bounds the file itself."""
+    data = file.file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"file: larger than {max_bytes} bytes")
+    return data
 
 
 class BodySizeLimit:

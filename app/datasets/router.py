@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile, sta
 from pydantic import ValidationError
 
 from app.api.deps import ReadSession, SessionFactoryDep, SettingsDep, WriteSession
+from app.api.limits import read_upload
 from app.api.schemas import Page
 from app.auth.deps import DatasetManager, Reader
 from app.core.db import transaction
@@ -70,11 +71,7 @@ def upload_seeds(
 
     A plain (sync) route: FastAPI runs it in a worker thread, so parsing a large file never holds the event loop.
     """
-    data = file.file.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE, f"file: larger than {settings.max_upload_bytes} bytes"
-        )
+    data = read_upload(file, settings.max_upload_bytes)
     with sessions() as session:
         get_dataset(session, dataset_id)  # a 404 before the work of parsing
     try:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile, status
 
 from app.api.deps import ReadSession, RegistryDep, SessionFactoryDep, SettingsDep
+from app.api.limits import read_upload
 from app.api.schemas import CursorPage
 from app.auth.deps import DatasetManager, Generator, Reader
 from app.core.db import transaction
@@ -169,11 +170,7 @@ def import_items(
     """Bring your own data: the records become items through the same filters and near-duplicate index as
     generated ones (every drop keeps its reason); the rest waits for review. A malformed file imports nothing
     and the 422 names the line and field. A plain (sync) route: parsing runs in a worker thread."""
-    data = file.file.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE, f"file: larger than {settings.max_upload_bytes} bytes"
-        )
+    data = read_upload(file, settings.max_upload_bytes)
     with sessions() as session:
         get_dataset(session, dataset_id)  # a 404 before the work of parsing
     try:
