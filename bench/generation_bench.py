@@ -402,8 +402,11 @@ def main() -> None:
     parser.add_argument("--sim-requests", type=int, default=2000)
     parser.add_argument("--ceiling-repeats", type=int, default=3)
     parser.add_argument("--vllm-n", type=int, default=16)
-    parser.add_argument("--vllm-prompts", type=int, default=64, help="prompts per vLLM job (4 waves of N=16)")
-    parser.add_argument("--vllm-tokens", type=int, default=64)
+    parser.add_argument("--vllm-prompts", type=int, default=32, help="prompts per vLLM job (2 waves of N=16)")
+    # Replies of a realistic length (five tasks run to a few hundred tokens). With fixed lengths the sequences of
+    # a wave end together and the next wave's prefill, seconds on a CPU, shows in the running gauge whichever
+    # client sends it; short replies would measure that more than the client.
+    parser.add_argument("--vllm-tokens", type=int, default=256, help="output tokens per sequence (fixed)")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run these sections (default: all)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
