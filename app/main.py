@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -22,6 +24,7 @@ from app.auth.deps import Reader, check_every_route_declares_access
 from app.core.config import Settings, get_settings
 from app.core.db import create_db_engine, make_read_session_factory, make_session_factory, run_migrations
 from app.core.errors import ConflictError, ForbiddenError, InvalidFieldError, NotFoundError
+from app.finetune.errors import FieldError, error_body, is_openai_path, validation_error_body
 from app.jobs.worker import Worker
 from app.llm.registry import BackendRegistry
 from app.web.router import STATIC_DIR, LoginRequired, PageForbidden, error_page, login_page
@@ -84,11 +87,25 @@ def create_app(
     async def not_found(request: Request, exc: NotFoundError) -> Response:
         if is_page(request):
             return error_page(request, 404, "Not found", str(exc))
+        if is_openai_path(request.url.path):
+            return JSONResponse(status_code=404, content=error_body(str(exc), code="not_found"))
         return JSONResponse(status_code=404, content={"detail": str(exc)})
 
     @app.exception_handler(ConflictError)
-    async def conflict(_: Request, exc: ConflictError) -> JSONResponse:
+    async def conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        if is_openai_path(request.url.path):
+            return JSONResponse(status_code=409, content=error_body(str(exc), code="conflict"))
         return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(FieldError)
+    async def field_error(_: Request, exc: FieldError) -> JSONResponse:
+        return JSONResponse(status_code=400, content=error_body(exc.message, param=exc.param, code=exc.code))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> Response:
+        if is_openai_path(request.url.path):  # OpenAI answers a bad parameter with a 400 naming it
+            return JSONResponse(status_code=400, content=validation_error_body(list(exc.errors())))
+        return await request_validation_exception_handler(request, exc)
 
     @app.exception_handler(ForbiddenError)
     async def forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:

@@ -9,6 +9,7 @@ from alembic import context
 
 import app.auth.models  # noqa: F401
 import app.datasets.models  # noqa: F401
+import app.finetune.models  # noqa: F401
 import app.generation.models  # noqa: F401
 import app.review.models  # noqa: F401
 from app.core.config import get_settings

@@ -123,6 +123,7 @@ _REQUIRE = {p: require(p) for p in Permission}
 Reader = Annotated[Principal, Depends(_REQUIRE[Permission.read])]
 DatasetManager = Annotated[Principal, Depends(_REQUIRE[Permission.manage_datasets])]
 Generator = Annotated[Principal, Depends(_REQUIRE[Permission.generate])]
+FineTuner = Annotated[Principal, Depends(_REQUIRE[Permission.finetune])]
 Reviewer = Annotated[Principal, Depends(_REQUIRE[Permission.review])]
 ReviewAdmin = Annotated[Principal, Depends(_REQUIRE[Permission.review_admin])]
 UserManager = Annotated[Principal, Depends(_REQUIRE[Permission.manage_users])]

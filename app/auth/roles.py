@@ -11,9 +11,7 @@ import enum
 
 class Role(enum.StrEnum):
     admin = "admin"  # everything, users included
-    service = (
-        "service"  # automation: datasets, seeds, generation (fine-tuning and schedules later); no reviews
-    )
+    service = "service"  # automation: datasets, seeds, generation, exports and fine-tuning; no reviews
     reviewer = "reviewer"  # people reviewing: read datasets and items, make review decisions; nothing else
 
 
@@ -21,6 +19,7 @@ class Permission(enum.StrEnum):
     read = "read"
     manage_datasets = "manage_datasets"
     generate = "generate"
+    finetune = "finetune"
     review = "review"
     review_admin = "review_admin"
     manage_users = "manage_users"
@@ -30,6 +29,7 @@ MEANING: dict[Permission, str] = {
     Permission.read: "see datasets, seeds, items, review progress and history, the UI's pages, one's own account",
     Permission.manage_datasets: "create datasets, set their review settings, import seeds and items",
     Permission.generate: "queue, preview, watch and cancel generation jobs; list the backends",
+    Permission.finetune: "export datasets, make snapshots, upload files, run and cancel fine-tuning jobs",
     Permission.review: "claim items; approve, edit, reject; undo one's own decision; restore a filtered item",
     Permission.review_admin: "bulk actions over a whole query, reopen decided items, settle disputes, see answers",
     Permission.manage_users: "users, everyone's API tokens, the audit log",
@@ -37,7 +37,9 @@ MEANING: dict[Permission, str] = {
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.admin: frozenset(Permission),
-    Role.service: frozenset({Permission.read, Permission.manage_datasets, Permission.generate}),
+    Role.service: frozenset(
+        {Permission.read, Permission.manage_datasets, Permission.generate, Permission.finetune}
+    ),
     Role.reviewer: frozenset({Permission.read, Permission.review}),
 }
 

@@ -111,6 +111,48 @@ class BackendSettings(BaseModel):
         return 64 if self.kind == "openai" else 1
 
 
+class FinetuneModelSettings(BaseModel):
+    """One base model that fine-tuning jobs may name: trained here (TRL + PEFT LoRA) or forwarded to a remote
+    OpenAI-compatible fine-tuning service. A job names the model; it never carries a path, a URL or a key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trainer: Literal["local", "remote"] = "local"
+    path: str | None = Field(
+        default=None,
+        description="local: a Hugging Face checkpoint directory (or a model id the local HF cache holds); "
+        "default: the checkpoint `sprout models prepare` makes of the embedded model (made on first use).",
+    )
+    max_length: int = Field(
+        default=2048, ge=16, le=1_000_000, description="Longest example in tokens (the context it trains on)."
+    )
+    lora_r: int = Field(default=16, ge=1, le=64)  # vLLM serves adapters up to --max-lora-rank (64 in tests)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    learning_rate: float = Field(
+        default=2e-4, gt=0, lt=1, description="LoRA learning rate at learning_rate_multiplier = 1."
+    )
+    serve_backend: str | None = Field(
+        default=None,
+        description="A configured openai backend (vLLM with --enable-lora) where succeeded jobs register "
+        "their adapter, so generation jobs can name the tuned model.",
+    )
+    base_url: str | None = Field(default=None, description="remote: the service's API root (.../v1).")
+    api_key: SecretStr | None = None
+    remote_model: str | None = Field(default=None, description="remote: the base model's name there.")
+    poll_seconds: float = Field(default=5.0, gt=0, description="remote: how often its job is polled.")
+
+    @model_validator(mode="after")
+    def _check_trainer(self) -> FinetuneModelSettings:
+        if self.trainer == "remote":
+            if not self.base_url or not re.match(r"^https?://[^\s/]+", self.base_url):
+                raise ValueError("a remote trainer needs base_url, an http(s) URL such as http://host:8000/v1")
+            self.base_url = self.base_url.rstrip("/")
+        elif self.base_url is not None or self.remote_model is not None:
+            raise ValueError("base_url and remote_model belong to remote trainers")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SPROUT_", env_file=".env", env_nested_delimiter="__", extra="ignore"
@@ -151,6 +193,21 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, ge=1.0)
     job_max_attempts: int = Field(default=3, ge=1, le=100)
+
+    # Fine-tuning: the base models jobs may name, where trainers work (checkpoints, adapters that a LoRA-enabled
+    # backend reads), the fewest examples a training file may hold, trainings run at once per worker, and the
+    # trainer process's limits (address space in MB, CPU threads, a step cap for quick runs).
+    finetune_models: dict[str, FinetuneModelSettings] = Field(
+        default_factory=lambda: {DEFAULT_MODEL_NAME: FinetuneModelSettings()}
+    )
+    finetune_dir: Path = Path("./data/finetune")
+    finetune_min_examples: int = Field(default=10, ge=1)
+    finetune_concurrency: int = Field(default=1, ge=1, le=64)
+    finetune_memory_limit_mb: int | None = Field(default=None, ge=256)
+    finetune_threads: int | None = Field(default=None, ge=1)
+    finetune_max_steps: int | None = Field(default=None, ge=1)
+    finetune_cancel_grace_seconds: float = Field(default=10.0, gt=0, le=600)
+    finetune_auto_seconds: float = Field(default=30.0, gt=0, description="How often auto-feed looks.")
 
     # Uploads: the body-size limit, checked before anything is spooled.
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
@@ -203,6 +260,13 @@ class Settings(BaseSettings):
                 f"default_backend {self.default_backend!r} is not configured "
                 f"(configured: {', '.join(sorted(self.backends))})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _serve_backends_exist(self) -> Settings:
+        for name, model in self.finetune_models.items():
+            if model.serve_backend is not None and model.serve_backend not in self.backends:
+                raise ValueError(f"finetune_models.{name}.serve_backend {model.serve_backend!r} is not configured")
         return self
 
 

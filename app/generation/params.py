@@ -25,6 +25,13 @@ class GenerationParams(BaseModel):
         max_length=64,
         description="A configured backend's name; default: the service's.",
     )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=300,
+        description="A fine-tuned model (a job's fine_tuned_model) registered on the backend; "
+        "default: the backend's own model.",
+    )
     num_examples: int | None = Field(
         default=None, ge=1, le=20, description="In-context seed tasks per prompt."
     )
@@ -91,6 +98,7 @@ class ResolvedParams(BaseModel):
     rouge_threshold: float
     fuzzy_cutoff: float | None
     seed_the_model: bool
+    model: str | None = None
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(
@@ -99,6 +107,7 @@ class ResolvedParams(BaseModel):
             max_tokens=self.max_tokens,
             n=self.n,
             presence_penalty=self.presence_penalty,
+            model=self.model,
         )
 
 
@@ -133,4 +142,5 @@ def resolve_params(
         rouge_threshold=params.rouge_threshold or settings.rouge_threshold,
         fuzzy_cutoff=settings.fuzzy_cutoff if params.fuzzy_cutoff is None else (params.fuzzy_cutoff or None),
         seed_the_model=params.seed is not None,
+        model=params.model if params.model != backend.model else None,
     )

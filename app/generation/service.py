@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings
 from app.core.errors import ConflictError, NotFoundError
 from app.datasets.service import get_dataset, has_seeds
+from app.finetune.serving import check_adapter
 from app.generation.models import GenerationJob, GenerationReply, Item, ItemCount, ItemStatus
 from app.generation.params import GenerationParams
 from app.jobs import queue
@@ -25,7 +26,9 @@ def queue_job(
     change of the default backend) never changes what it runs against or what it samples."""
     get_dataset(session, dataset_id)
     backend = params.backend or settings.default_backend
-    registry.settings_of(backend)  # an unknown name is a 422 naming the field and the configured ones
+    backend_settings = registry.settings_of(backend)  # an unknown name: a 422 naming the configured ones
+    if params.model is not None and params.model != backend_settings.model:
+        check_adapter(session, backend, params.model)
     if not has_seeds(session, dataset_id):
         raise ConflictError(f"dataset {dataset_id} has no seed tasks yet: import seeds before generating")
     # The job seed drives example sampling, so it is fixed now even when the caller gave none; only a seed the

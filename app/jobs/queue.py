@@ -14,6 +14,7 @@ Times come from the database's clock (`utc_now`), so machines with skewed clocks
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +62,10 @@ def claim_next(
     lease_seconds: float,
     *,
     job_id: int | None = None,
+    where: Sequence[Any] = (),
 ) -> Claim | None:
-    """Take the oldest queued job (or the given one); None when there is none to take."""
-    query = select(model.id).where(model.status == JobStatus.queued)  # type: ignore[attr-defined]
+    """Take the oldest queued job (or the given one) that also meets `where`; None when there is none."""
+    query = select(model.id).where(model.status == JobStatus.queued, *where)  # type: ignore[attr-defined]
     if job_id is not None:
         query = query.where(model.id == job_id)  # type: ignore[attr-defined]
     for candidate in session.scalars(query.order_by(model.id).limit(8)):  # type: ignore[attr-defined]

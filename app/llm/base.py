@@ -35,6 +35,9 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    model: str | None = (
+        None  # a LoRA adapter the server holds (a fine-tuned model); None: the backend's model
+    )
 
 
 @dataclass(frozen=True, slots=True)

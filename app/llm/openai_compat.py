@@ -127,7 +127,7 @@ class OpenAICompatBackend:
             )
         async with self._limiter.hold(len(prompts) * params.n):
             body = {
-                "model": self.settings.model,
+                "model": params.model or self.settings.model,
                 "prompt": prompts,
                 **_sampling(params),
                 **self.settings.extra_body,
@@ -157,7 +157,7 @@ class OpenAICompatBackend:
 
         def send(style: str | None) -> Callable[[], Awaitable[Any]]:
             body: dict[str, Any] = {
-                "model": self.settings.model,
+                "model": params.model or self.settings.model,
                 "messages": body_messages,
                 **_sampling(params),
             }

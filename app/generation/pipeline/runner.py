@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import openai
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +30,7 @@ from app.core.config import Settings
 from app.core.db import transaction
 from app.datasets.models import SeedTask
 from app.datasets.service import all_seeds
+from app.finetune.serving import AdapterLoadError, ensure_loaded
 from app.generation.candidates import TaskExample
 from app.generation.filters import FilterConfig
 from app.generation.models import GenerationJob, GenerationReply
@@ -87,9 +89,15 @@ class GenerationRunner:
             try:
                 ctx = await asyncio.to_thread(self._load, claim)
                 backend = await self._registry.get(ctx.backend)
+                if ctx.params.model:  # a tuned model: the server forgets adapters when it restarts
+                    await ensure_loaded(
+                        self._sessions, self._settings.backends, ctx.backend, ctx.params.model
+                    )
             except (
                 UnknownBackendError,
                 LLMFatalError,
+                AdapterLoadError,
+                openai.APIError,
                 ValueError,
                 OSError,
             ) as exc:  # e.g. a template file gone
@@ -192,7 +200,7 @@ class _JobRun:
             count=params.count,
             counters=ctx.counters,
             thresholds=Thresholds(params.rouge_threshold, params.fuzzy_cutoff),
-            model=backend.info.model,
+            model=params.model or backend.info.model,
         )
         # Request slots: N sequences in flight, each request being prompts x n of them.
         slots = max(1, backend.info.max_in_flight // self._spec.sequences_per_request)

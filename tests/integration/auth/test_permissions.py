@@ -77,7 +77,7 @@ class World:
     """A running app with one row of every kind a path names, a user per role (token and password)."""
 
     client: TestClient
-    ids: dict[str, int]
+    ids: dict[str, int | str]
     tokens: dict[Role, str]
     names: dict[Role, str]
 
@@ -162,6 +162,30 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         items = client.get(f"/v1/datasets/{dataset_id}/items", headers=admin).json()["data"]
         assert len(items) == len(ITEMS), items
         job = created(client.post(f"/v1/datasets/{dataset_id}/generations", json={"count": 1}, headers=admin))
+        examples = "\n".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": i["instruction"]},
+                        {"role": "assistant", "content": i["output"]},
+                    ]
+                }
+            )
+            for i in ITEMS * 4
+        ).encode()
+        upload = client.post(
+            "/v1/files",
+            files={"file": ("train.jsonl", examples)},
+            data={"purpose": "fine-tune"},
+            headers=admin,
+        )
+        assert upload.status_code == 200, upload.text
+        tuning = client.post(
+            "/v1/fine_tuning/jobs",
+            json={"model": "SmolLM2-135M-Instruct", "training_file": upload.json()["id"]},
+            headers=admin,
+        )
+        assert tuning.status_code == 200, tuning.text
         user = created(client.post("/v1/users", json={"name": "target", "role": "reviewer"}, headers=admin))
         token = created(client.post("/v1/tokens", json={"user": "target"}, headers=admin))
         ids = {
@@ -171,6 +195,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "job_id": job["id"],
             "user_id": user["id"],
             "token_id": token["id"],
+            "file_id": upload.json()["id"],
+            "fine_tuning_job_id": tuning.json()["id"],
         }
         yield World(client, ids, tokens, names)
 

@@ -1,0 +1,381 @@
+"""The local trainer's supervisor: TRL + PEFT run in a process of their own (app/finetune/trainer), so the
+service stays responsive and a crash or an out-of-memory kill takes only that process.
+
+The trainer appends JSON events to OUTPUT_DIR/events.jsonl; this side turns them into job events, checkpoints
+and, at the end, result files. It renews the lease as it goes; a cancel (or a lost lease, or a stopping worker)
+stops the trainer's whole process group: SIGTERM, then SIGKILL after the grace period, then it is reaped, so no
+process and no zombie stays behind. Work directories keep checkpoints, so a job released by a stopping worker
+resumes where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import os
+import resource
+import shutil
+import signal
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from app.core.config import FinetuneModelSettings
+from app.core.db import transaction
+from app.finetune.files import iter_content, store_file
+from app.finetune.models import FineTuneCheckpoint, FineTuneJob
+from app.finetune.runner import FinetuneContext, base_model_path
+from app.finetune.schemas import tuned_model_name
+from app.finetune.service import resolve_hyperparameters
+from app.jobs.models import JobStatus
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 1.0
+STDERR_TAIL = 4000
+
+
+def work_dir(ctx: FinetuneContext, job: FineTuneJob) -> Path:
+    return (ctx.settings.finetune_dir / job.public_id).resolve()
+
+
+def _write_inputs(ctx: FinetuneContext, job: FineTuneJob, workdir: Path) -> tuple[Path, Path | None, int]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    train = workdir / "train.jsonl"
+    with train.open("wb") as out:
+        for data in iter_content(ctx.sessions, job.training_file_id):
+            out.write(data)
+    examples = sum(1 for line in train.open("rb") if line.strip())
+    valid = None
+    if job.validation_file_id is not None:
+        valid = workdir / "valid.jsonl"
+        with valid.open("wb") as out:
+            for data in iter_content(ctx.sessions, job.validation_file_id):
+                out.write(data)
+    return train, valid, examples
+
+
+class EventTail:
+    """Reads the complete lines the trainer appended since the last read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        events = []
+        for line in data[: end + 1].splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("trainer wrote an unreadable event line: %r", line[:200])
+        return events
+
+
+def _job_event(event: dict[str, Any]) -> dict[str, Any] | None:
+    """A trainer event as a job event (None for those stored otherwise)."""
+    kind = event.get("type")
+    if kind == "message":
+        return {"message": str(event.get("message", "")), "level": event.get("level", "info")}
+    if kind == "metrics":
+        data = event.get("data") or {}
+        parts = [f"Step {data.get('step')}/{data.get('total_steps')}"]
+        for key in ("train_loss", "valid_loss"):
+            if isinstance(data.get(key), int | float):
+                parts.append(f"{key}={data[key]:.4f}")
+        return {
+            "message": ": ".join([parts[0], ", ".join(parts[1:])]) if len(parts) > 1 else parts[0],
+            "type_": "metrics",
+            "data": data,
+        }
+    if kind == "error":
+        return {"message": f"Trainer error: {event.get('message')}", "level": "error"}
+    return None
+
+
+async def _stop(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM the trainer's process group, SIGKILL it after `grace` seconds, and reap it."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            await asyncio.wait_for(process.wait(), timeout=wait)
+            break
+        except TimeoutError:
+            continue
+    try:  # whatever the trainer forked dies with its group
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    await process.wait()
+
+
+def _pack(directory: Path, archive: Path, *, compress: bool) -> Path:
+    with tarfile.open(archive, "w:gz" if compress else "w") as tar:
+        tar.add(directory, arcname=directory.name)
+    return archive
+
+
+def _chunks(path: Path) -> Any:
+    with path.open("rb") as f:
+        while data := f.read(1 << 20):
+            yield data
+
+
+def _metrics_csv(metrics: list[dict[str, Any]]) -> bytes:
+    columns = [
+        "step",
+        "epoch",
+        "train_loss",
+        "valid_loss",
+        "learning_rate",
+        "tokens_per_s",
+        "train_mean_token_accuracy",
+    ]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in metrics:
+        writer.writerow(row)
+    return out.getvalue().encode()
+
+
+def _store_results(
+    ctx: FinetuneContext,
+    job: FineTuneJob,
+    workdir: Path,
+    result: dict[str, Any],
+    metrics: list[dict[str, Any]],
+) -> list[str]:
+    """The metrics CSV, the adapter (tar.gz) and the merged checkpoint (tar) as `fine-tune-results` files."""
+    ids = []
+    with transaction(ctx.sessions) as session:
+        stored = store_file(
+            session,
+            [_metrics_csv(metrics)],
+            filename="step_metrics.csv",
+            purpose="fine-tune-results",
+            created_by=job.created_by,
+        )
+        ids.append(stored.public_id)
+        adapter = _pack(workdir / result["adapter_dir"], workdir / "adapter.tar.gz", compress=True)
+        stored = store_file(
+            session,
+            _chunks(adapter),
+            filename=f"{job.public_id}-adapter.tar.gz",
+            purpose="fine-tune-results",
+            created_by=job.created_by,
+        )
+        ids.append(stored.public_id)
+        adapter.unlink()
+        if result.get("merged_dir"):
+            merged = _pack(workdir / result["merged_dir"], workdir / "merged.tar", compress=False)
+            stored = store_file(
+                session,
+                _chunks(merged),
+                filename=f"{job.public_id}-merged.tar",
+                purpose="fine-tune-results",
+                created_by=job.created_by,
+            )
+            ids.append(stored.public_id)
+            merged.unlink()
+    return ids
+
+
+def _store_checkpoint(ctx: FinetuneContext, step: int, metrics: dict[str, Any]) -> None:
+    from sqlalchemy import select
+
+    with transaction(ctx.sessions) as session:
+        exists = session.scalar(
+            select(FineTuneCheckpoint.id).where(
+                FineTuneCheckpoint.job_id == ctx.claim.job_id, FineTuneCheckpoint.step_number == step
+            )
+        )
+        if exists is None:
+            session.add(FineTuneCheckpoint(job_id=ctx.claim.job_id, step_number=step, metrics=metrics))
+
+
+async def train_local(
+    ctx: FinetuneContext, job: FineTuneJob, model: FinetuneModelSettings
+) -> None:
+    settings = ctx.settings
+    workdir = work_dir(ctx, job)
+    await ctx.awrite([{"message": "Fine-tuning job started"}])
+    base = await ctx.while_leased(asyncio.to_thread(base_model_path, job.model, model, settings))
+    train, valid, examples = await ctx.while_leased(asyncio.to_thread(_write_inputs, ctx, job, workdir))
+    hp = resolve_hyperparameters(job.hyperparameters, examples, model.learning_rate)
+    shown = {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+    await ctx.awrite(hyperparameters=shown, fine_tuned_model=None)
+    config = {
+        "base_model": str(base),
+        "train_file": str(train),
+        "validation_file": str(valid) if valid else None,
+        "output_dir": str(workdir),
+        "n_epochs": hp["n_epochs"],
+        "batch_size": hp["batch_size"],
+        "learning_rate": hp["learning_rate"],
+        "seed": job.seed,
+        "max_length": model.max_length,
+        "lora_r": model.lora_r,
+        "lora_alpha": model.lora_alpha,
+        "lora_dropout": model.lora_dropout,
+        "max_steps": settings.finetune_max_steps,
+        "threads": settings.finetune_threads,
+        "resume": True,
+    }
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    events_path = workdir / "events.jsonl"
+    stderr_path = workdir / "trainer.log"
+    tail = EventTail(events_path)
+    if events_path.exists():  # a resumed job: what the earlier run reported is stored already
+        tail.offset = events_path.stat().st_size
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    with stderr_path.open("ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.finetune.trainer",
+            str(config_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            env=env,
+            cwd=str(workdir),
+            start_new_session=True,
+        )
+    if settings.finetune_memory_limit_mb:
+        limit = settings.finetune_memory_limit_mb * 1024 * 1024
+        try:
+            resource.prlimit(process.pid, resource.RLIMIT_AS, (limit, limit))
+        except (ProcessLookupError, OSError):
+            pass
+    await ctx.awrite(
+        [
+            {
+                "message": f"Trainer started (pid {process.pid}): {examples} examples, {hp['n_epochs']} epoch(s), batch {hp['batch_size']}"
+            }
+        ]
+    )
+    metrics: list[dict[str, Any]] = []
+    result: dict[str, Any] | None = None
+    evaluation: dict[str, Any] = {}
+    error: str | None = None
+    try:
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(process.wait()), timeout=POLL_SECONDS)
+                exited = True
+            except TimeoutError:
+                exited = False
+            events = []
+            for event in tail.read():
+                kind = event.get("type")
+                if kind == "metrics":
+                    metrics.append(event.get("data") or {})
+                elif kind == "checkpoint":
+                    await asyncio.to_thread(
+                        _store_checkpoint, ctx, int(event.get("step", 0)), event.get("metrics") or {}
+                    )
+                    events.append({"message": f"Checkpoint saved at step {event.get('step')}"})
+                elif kind == "evaluation":
+                    evaluation.update(event.get("data") or {})
+                elif kind == "result":
+                    result = event
+                elif kind == "error":
+                    error = str(event.get("message"))
+                job_event = _job_event(event)
+                if job_event is not None:
+                    events.append(job_event)
+            cancel = await ctx.awrite(events)
+            if cancel and not exited:
+                await _stop(process, settings.finetune_cancel_grace_seconds)
+                await ctx.afinish(
+                    JobStatus.cancelled,
+                    [{"message": "Fine-tuning job cancelled; the trainer was stopped"}],
+                    message="cancelled",
+                )
+                return
+            if exited:
+                break
+    except BaseException:
+        if process.returncode is None:
+            await asyncio.shield(_stop(process, settings.finetune_cancel_grace_seconds))
+        raise
+    if process.returncode != 0 or result is None:
+        tail_text = (
+            stderr_path.read_bytes()[-STDERR_TAIL:].decode("utf-8", "replace") if stderr_path.exists() else ""
+        )
+        reason = error or (tail_text.strip().splitlines() or ["no output"])[-1]
+        killed = process.returncode is not None and process.returncode < 0
+        oom = (
+            "MemoryError" in (error or "")
+            or "out of memory" in tail_text.lower()
+            or (killed and process.returncode == -signal.SIGKILL)
+        )
+        code = "out_of_memory" if oom else "trainer_failed"
+        message = f"the trainer exited with code {process.returncode}: {reason}"
+        await asyncio.to_thread(ctx.fail, code, message[:2000])
+        return
+    await ctx.awrite([{"message": "Training finished; storing the adapter and the merged model"}])
+    result_files = await ctx.while_leased(
+        asyncio.to_thread(_store_results, ctx, job, workdir, result, metrics)
+    )
+    for stale in workdir.glob("checkpoint-*"):  # optimizer states: the stored results replace them
+        shutil.rmtree(stale, ignore_errors=True)
+    tuned = tuned_model_name(job)
+    evaluation["masking"] = result.get("masking")
+    evaluation["train_runtime_s"] = result.get("train_runtime_s")
+    evaluation["tokens_per_s"] = result.get("tokens_per_s")
+    await ctx.afinish(
+        JobStatus.succeeded,
+        [
+            {"message": f"New fine-tuned model created: {tuned}"},
+            {"message": "The job has successfully completed"},
+        ],
+        fine_tuned_model=tuned,
+        trained_tokens=int(result.get("trained_tokens") or 0),
+        result_files=result_files,
+        evaluation=evaluation,
+        message=f"trained in {time.strftime('%H:%M:%S', time.gmtime(float(result.get('train_runtime_s') or 0)))}",
+    )
+    if model.serve_backend:
+        from app.finetune.serving import register_adapter
+
+        try:
+            await register_adapter(
+                ctx.sessions, settings.backends, model.serve_backend, job.id, tuned, workdir / result["adapter_dir"]
+            )
+        except Exception as exc:  # noqa: BLE001 (the job succeeded; serving it is a separate step that can be retried)
+            log.warning("could not register %s on %s: %s", tuned, model.serve_backend, exc)
+            with transaction(ctx.sessions) as session:
+                from app.finetune.service import add_event
+
+                add_event(
+                    session,
+                    job.id,
+                    f"Could not load the adapter on backend {model.serve_backend}: {exc}",
+                    level="warn",
+                )
