@@ -13,11 +13,12 @@ def test_admin_may_do_everything() -> None:
     assert ROLE_PERMISSIONS[Role.admin] == set(Permission)
 
 
-def test_service_manages_datasets_and_generation_but_neither_reviews_nor_users() -> None:
+def test_service_manages_datasets_generation_and_fine_tuning_but_neither_reviews_nor_users() -> None:
     assert ROLE_PERMISSIONS[Role.service] == {
         Permission.read,
         Permission.manage_datasets,
         Permission.generate,
+        Permission.finetune,  # [5/8]: service or admin tokens drive the fine-tuning API
     }
 
 
@@ -33,6 +34,7 @@ def test_every_role_has_a_row() -> None:
     ("role", "permission"),
     [
         (Role.reviewer, Permission.generate),  # no jobs
+        (Role.reviewer, Permission.finetune),  # no exports, files or fine-tuning
         (Role.reviewer, Permission.manage_datasets),  # no seed or item imports
         (Role.reviewer, Permission.manage_users),
         (Role.reviewer, Permission.review_admin),  # no bulk actions, reopening or settling disputes

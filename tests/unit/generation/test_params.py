@@ -15,13 +15,24 @@ COMPLETIONS = BackendSettings(kind="openai", base_url="http://gpu:8000/v1", mode
 
 @pytest.mark.parametrize(
     "field",
-    ["llm", "base_url", "api_key", "model", "model_path", "mode", "extra_body", "headers", "url"],
+    ["llm", "base_url", "api_key", "model_path", "mode", "extra_body", "headers", "url"],
 )
-def test_nothing_that_names_an_address_a_key_a_model_or_a_file_is_accepted(field: str) -> None:
+def test_nothing_that_names_an_address_a_key_or_a_file_is_accepted(field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         GenerationParams.model_validate({"count": 5, field: "http://169.254.169.254/latest"})
     assert caught.value.errors()[0]["loc"] == (field,)
     assert caught.value.errors()[0]["type"] == "extra_forbidden"
+
+
+def test_a_model_is_only_a_name_sent_as_the_request_model() -> None:
+    """`model` names a tuned adapter registered on the backend (checked against the database when the job is
+    queued, tests/integration/finetune); it only ever becomes the request body's model name."""
+    tuned = resolve_params(GenerationParams(count=1, model="ft:base:sprout::x"), SETTINGS, CHAT)
+    assert tuned.sampling().model == "ft:base:sprout::x"
+    own = resolve_params(GenerationParams(count=1, model=CHAT.model), SETTINGS, CHAT)
+    assert own.sampling().model is None  # the backend's own model: nothing to override
+    with pytest.raises(ValidationError):
+        GenerationParams(count=1, model="x" * 301)
 
 
 def test_defaults_come_from_settings_and_the_backend() -> None:
