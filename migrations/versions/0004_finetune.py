@@ -63,7 +63,7 @@ def upgrade() -> None:
         sa.Column("seed", sa.BigInteger(), nullable=False),
         sa.Column("validation_fraction", sa.Float(), nullable=False),
         sa.Column("summary", sa.JSON(), nullable=False),
-        sa.Column("training_file_id", sa.Integer(), nullable=False),
+        sa.Column("training_file_id", sa.Integer(), nullable=True),
         sa.Column("validation_file_id", sa.Integer(), nullable=True),
         sa.Column("created_by", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -186,6 +186,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             headers=admin,
         )
         assert tuning.status_code == 200, tuning.text
+        claimed = client.post(f"/v1/datasets/{dataset_id}/review/claim", json={"n": 1}, headers=admin).json()
+        first = claimed["items"][0]
+        decided = client.post(
+            f"/v1/items/{first['id']}/review",
+            json={"decision": "approve", "version": first["version"]},
+            headers=admin,
+        )
+        assert decided.status_code == 200, decided.text
+        snapshot = created(client.post(f"/v1/datasets/{dataset_id}/snapshots", json={}, headers=admin))
         user = created(client.post("/v1/users", json={"name": "target", "role": "reviewer"}, headers=admin))
         token = created(client.post("/v1/tokens", json={"user": "target"}, headers=admin))
         ids = {
@@ -197,6 +206,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "token_id": token["id"],
             "file_id": upload.json()["id"],
             "fine_tuning_job_id": tuning.json()["id"],
+            "snapshot_id": snapshot["id"],
         }
         yield World(client, ids, tokens, names)
 
