@@ -4,8 +4,10 @@ service stays responsive and a crash or an out-of-memory kill takes only that pr
 The trainer appends JSON events to OUTPUT_DIR/events.jsonl; this side turns them into job events, checkpoints
 and, at the end, result files. It renews the lease as it goes; a cancel (or a lost lease, or a stopping worker)
 stops the trainer's whole process group: SIGTERM, then SIGKILL after the grace period, then it is reaped, so no
-process and no zombie stays behind. Work directories keep checkpoints, so a job released by a stopping worker
-resumes where it was.
+process and no zombie stays behind. With SPROUT_FINETUNE_MEMORY_LIMIT_MB set, a trainer whose resident memory
+grows past it is stopped and its job fails as out_of_memory (an address-space limit is no good: PyTorch
+reserves far more address space than it uses, and some of its allocators spin instead of failing). Work
+directories keep checkpoints, so a job released by a stopping worker resumes where it was.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ import io
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import sys
 import tarfile
-import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from app.core.config import FinetuneModelSettings
 from app.core.db import transaction
@@ -31,7 +34,8 @@ from app.finetune.files import iter_content, store_file
 from app.finetune.models import FineTuneCheckpoint, FineTuneJob
 from app.finetune.runner import FinetuneContext, base_model_path
 from app.finetune.schemas import tuned_model_name
-from app.finetune.service import resolve_hyperparameters
+from app.finetune.service import add_event, resolve_hyperparameters
+from app.finetune.serving import register_adapter
 from app.jobs.models import JobStatus
 
 log = logging.getLogger(__name__)
@@ -211,22 +215,28 @@ def _store_checkpoint(ctx: FinetuneContext, step: int, metrics: dict[str, Any]) 
             session.add(FineTuneCheckpoint(job_id=ctx.claim.job_id, step_number=step, metrics=metrics))
 
 
-async def train_local(
-    ctx: FinetuneContext, job: FineTuneJob, model: FinetuneModelSettings
-) -> None:
+@dataclass
+class Supervised:
+    """What the supervisor saw of one trainer run."""
+
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    cancelled: bool = False
+    over_memory_mb: float | None = None  # the trainer's memory when the guard stopped it
+
+
+def _trainer_config(
+    ctx: FinetuneContext,
+    job: FineTuneJob,
+    model: FinetuneModelSettings,
+    paths: dict[str, Any],
+    hp: dict[str, Any],
+) -> dict[str, Any]:
     settings = ctx.settings
-    workdir = work_dir(ctx, job)
-    await ctx.awrite([{"message": "Fine-tuning job started"}])
-    base = await ctx.while_leased(asyncio.to_thread(base_model_path, job.model, model, settings))
-    train, valid, examples = await ctx.while_leased(asyncio.to_thread(_write_inputs, ctx, job, workdir))
-    hp = resolve_hyperparameters(job.hyperparameters, examples, model.learning_rate)
-    shown = {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-    await ctx.awrite(hyperparameters=shown, fine_tuned_model=None)
-    config = {
-        "base_model": str(base),
-        "train_file": str(train),
-        "validation_file": str(valid) if valid else None,
-        "output_dir": str(workdir),
+    return {
+        **paths,
         "n_epochs": hp["n_epochs"],
         "batch_size": hp["batch_size"],
         "learning_rate": hp["learning_rate"],
@@ -239,13 +249,87 @@ async def train_local(
         "threads": settings.finetune_threads,
         "resume": True,
     }
-    config_path = workdir / "config.json"
-    config_path.write_text(json.dumps(config, indent=2))
-    events_path = workdir / "events.jsonl"
-    stderr_path = workdir / "trainer.log"
-    tail = EventTail(events_path)
-    if events_path.exists():  # a resumed job: what the earlier run reported is stored already
-        tail.offset = events_path.stat().st_size
+
+
+def _memory_mb(pid: int) -> float:
+    """Resident memory of the trainer and anything it started."""
+    try:
+        process = psutil.Process(pid)
+        members = [process, *process.children(recursive=True)]
+        return sum(m.memory_info().rss for m in members) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+async def _supervise(
+    ctx: FinetuneContext, process: asyncio.subprocess.Process, tail: EventTail
+) -> Supervised:
+    """Follow the trainer until it exits, is cancelled, or outgrows the memory limit: store its events and
+    checkpoints as they come, renew the lease on every look."""
+    settings = ctx.settings
+    seen = Supervised()
+    while True:
+        try:
+            await asyncio.wait_for(asyncio.shield(process.wait()), timeout=POLL_SECONDS)
+            exited = True
+        except TimeoutError:
+            exited = False
+        events = []
+        for event in tail.read():
+            kind = event.get("type")
+            if kind == "metrics":
+                seen.metrics.append(event.get("data") or {})
+            elif kind == "checkpoint":
+                step = int(event.get("step", 0))
+                await asyncio.to_thread(_store_checkpoint, ctx, step, event.get("metrics") or {})
+                events.append({"message": f"Checkpoint saved at step {step}"})
+            elif kind == "evaluation":
+                seen.evaluation.update(event.get("data") or {})
+            elif kind == "result":
+                seen.result = event
+            elif kind == "error":
+                seen.error = str(event.get("message"))
+            job_event = _job_event(event)
+            if job_event is not None:
+                events.append(job_event)
+        cancel = await ctx.awrite(events)
+        if exited:
+            return seen
+        limit = settings.finetune_memory_limit_mb
+        if limit and (used := await asyncio.to_thread(_memory_mb, process.pid)) > limit:
+            seen.over_memory_mb = used
+            await _stop(process, grace=0.0)
+            return seen
+        if cancel:
+            seen.cancelled = True
+            await _stop(process, settings.finetune_cancel_grace_seconds)
+            return seen
+
+
+def failure(
+    returncode: int | None, seen: Supervised, stderr_tail: str, limit_mb: int | None
+) -> tuple[str, str]:
+    """(error code, message) of a trainer that did not succeed: out_of_memory when the guard stopped it, the
+    system killed it (SIGKILL from elsewhere) or it said it ran out; trainer_failed otherwise."""
+    if seen.over_memory_mb is not None:
+        return (
+            "out_of_memory",
+            f"the trainer used {seen.over_memory_mb:.0f} MB, over the limit of {limit_mb} MB "
+            "(SPROUT_FINETUNE_MEMORY_LIMIT_MB); it was stopped",
+        )
+    reason = seen.error or (stderr_tail.strip().splitlines() or ["no output"])[-1]
+    said = f"{seen.error or ''} {stderr_tail}".lower()
+    if returncode == -signal.SIGKILL:
+        return "out_of_memory", "the trainer was killed (SIGKILL: most likely the system ran out of memory)"
+    if any(
+        words in said
+        for words in ("memoryerror", "out of memory", "can't allocate memory", "cannot allocate memory")
+    ):
+        return "out_of_memory", f"the trainer ran out of memory: {reason}"
+    return "trainer_failed", f"the trainer exited with code {returncode}: {reason}"
+
+
+async def _start(workdir: Path, config_path: Path) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -253,8 +337,8 @@ async def train_local(
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    with stderr_path.open("ab") as log_file:
-        process = await asyncio.create_subprocess_exec(
+    with (workdir / "trainer.log").open("ab") as log_file:
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "app.finetune.trainer",
@@ -264,91 +348,75 @@ async def train_local(
             stderr=log_file,
             env=env,
             cwd=str(workdir),
-            start_new_session=True,
+            start_new_session=True,  # its own process group: stopping it stops whatever it started
         )
-    if settings.finetune_memory_limit_mb:
-        limit = settings.finetune_memory_limit_mb * 1024 * 1024
-        try:
-            resource.prlimit(process.pid, resource.RLIMIT_AS, (limit, limit))
-        except (ProcessLookupError, OSError):
-            pass
+
+
+async def train_local(ctx: FinetuneContext, job: FineTuneJob, model: FinetuneModelSettings) -> None:
+    settings = ctx.settings
+    workdir = work_dir(ctx, job)
+    await ctx.awrite([{"message": "Fine-tuning job started"}])
+    base = await ctx.while_leased(asyncio.to_thread(base_model_path, job.model, model, settings))
+    train, valid, examples = await ctx.while_leased(asyncio.to_thread(_write_inputs, ctx, job, workdir))
+    hp = resolve_hyperparameters(job.hyperparameters, examples, model.learning_rate)
     await ctx.awrite(
-        [
-            {
-                "message": f"Trainer started (pid {process.pid}): {examples} examples, {hp['n_epochs']} epoch(s), batch {hp['batch_size']}"
-            }
-        ]
+        hyperparameters={k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
     )
-    metrics: list[dict[str, Any]] = []
-    result: dict[str, Any] | None = None
-    evaluation: dict[str, Any] = {}
-    error: str | None = None
+    paths = {
+        "base_model": str(base),
+        "train_file": str(train),
+        "validation_file": str(valid) if valid else None,
+        "output_dir": str(workdir),
+    }
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(_trainer_config(ctx, job, model, paths, hp), indent=2))
+    events_path = workdir / "events.jsonl"
+    tail = EventTail(events_path)
+    if events_path.exists():  # a resumed job: what the earlier run reported is stored already
+        tail.offset = events_path.stat().st_size
+    process = await _start(workdir, config_path)
+    started = f"Trainer started (pid {process.pid}): {examples} examples, {hp['n_epochs']} epoch(s), batch {hp['batch_size']}"
     try:
-        while True:
-            try:
-                await asyncio.wait_for(asyncio.shield(process.wait()), timeout=POLL_SECONDS)
-                exited = True
-            except TimeoutError:
-                exited = False
-            events = []
-            for event in tail.read():
-                kind = event.get("type")
-                if kind == "metrics":
-                    metrics.append(event.get("data") or {})
-                elif kind == "checkpoint":
-                    await asyncio.to_thread(
-                        _store_checkpoint, ctx, int(event.get("step", 0)), event.get("metrics") or {}
-                    )
-                    events.append({"message": f"Checkpoint saved at step {event.get('step')}"})
-                elif kind == "evaluation":
-                    evaluation.update(event.get("data") or {})
-                elif kind == "result":
-                    result = event
-                elif kind == "error":
-                    error = str(event.get("message"))
-                job_event = _job_event(event)
-                if job_event is not None:
-                    events.append(job_event)
-            cancel = await ctx.awrite(events)
-            if cancel and not exited:
-                await _stop(process, settings.finetune_cancel_grace_seconds)
-                await ctx.afinish(
-                    JobStatus.cancelled,
-                    [{"message": "Fine-tuning job cancelled; the trainer was stopped"}],
-                    message="cancelled",
-                )
-                return
-            if exited:
-                break
-    except BaseException:
+        await ctx.awrite([{"message": started}])
+        seen = await _supervise(ctx, process, tail)
+    except BaseException:  # a lost lease, a stopping worker, a database error: the trainer stops too
         if process.returncode is None:
             await asyncio.shield(_stop(process, settings.finetune_cancel_grace_seconds))
         raise
-    if process.returncode != 0 or result is None:
-        tail_text = (
-            stderr_path.read_bytes()[-STDERR_TAIL:].decode("utf-8", "replace") if stderr_path.exists() else ""
+    if seen.cancelled:
+        await ctx.afinish(
+            JobStatus.cancelled,
+            [{"message": "Fine-tuning job cancelled; the trainer was stopped"}],
+            message="cancelled",
         )
-        reason = error or (tail_text.strip().splitlines() or ["no output"])[-1]
-        killed = process.returncode is not None and process.returncode < 0
-        oom = (
-            "MemoryError" in (error or "")
-            or "out of memory" in tail_text.lower()
-            or (killed and process.returncode == -signal.SIGKILL)
+        return
+    if process.returncode != 0 or seen.result is None:
+        log_path = workdir / "trainer.log"
+        stderr_tail = (
+            log_path.read_bytes()[-STDERR_TAIL:].decode("utf-8", "replace") if log_path.exists() else ""
         )
-        code = "out_of_memory" if oom else "trainer_failed"
-        message = f"the trainer exited with code {process.returncode}: {reason}"
+        code, message = failure(process.returncode, seen, stderr_tail, settings.finetune_memory_limit_mb)
         await asyncio.to_thread(ctx.fail, code, message[:2000])
         return
+    await _succeed(ctx, job, model, workdir, seen)
+
+
+async def _succeed(
+    ctx: FinetuneContext, job: FineTuneJob, model: FinetuneModelSettings, workdir: Path, seen: Supervised
+) -> None:
+    result = seen.result
+    assert result is not None
     await ctx.awrite([{"message": "Training finished; storing the adapter and the merged model"}])
     result_files = await ctx.while_leased(
-        asyncio.to_thread(_store_results, ctx, job, workdir, result, metrics)
+        asyncio.to_thread(_store_results, ctx, job, workdir, result, seen.metrics)
     )
     for stale in workdir.glob("checkpoint-*"):  # optimizer states: the stored results replace them
         shutil.rmtree(stale, ignore_errors=True)
     tuned = tuned_model_name(job)
-    evaluation["masking"] = result.get("masking")
-    evaluation["train_runtime_s"] = result.get("train_runtime_s")
-    evaluation["tokens_per_s"] = result.get("tokens_per_s")
+    evaluation = {
+        **seen.evaluation,
+        **{key: result.get(key) for key in ("masking", "train_runtime_s", "tokens_per_s", "peak_rss_mb")},
+    }
     await ctx.afinish(
         JobStatus.succeeded,
         [
@@ -359,20 +427,21 @@ async def train_local(
         trained_tokens=int(result.get("trained_tokens") or 0),
         result_files=result_files,
         evaluation=evaluation,
-        message=f"trained in {time.strftime('%H:%M:%S', time.gmtime(float(result.get('train_runtime_s') or 0)))}",
+        message=f"trained {result.get('trained_tokens')} tokens in {float(result.get('train_runtime_s') or 0):.0f} s",
     )
     if model.serve_backend:
-        from app.finetune.serving import register_adapter
-
         try:
             await register_adapter(
-                ctx.sessions, settings.backends, model.serve_backend, job.id, tuned, workdir / result["adapter_dir"]
+                ctx.sessions,
+                ctx.settings.backends,
+                model.serve_backend,
+                job.id,
+                tuned,
+                workdir / result["adapter_dir"],
             )
-        except Exception as exc:  # noqa: BLE001 (the job succeeded; serving it is a separate step that can be retried)
-            log.warning("could not register %s on %s: %s", tuned, model.serve_backend, exc)
+        except Exception as exc:  # noqa: BLE001 (the job succeeded; loading it is a step of its own, retried later)
+            log.warning("could not load %s on %s: %s", tuned, model.serve_backend, exc)
             with transaction(ctx.sessions) as session:
-                from app.finetune.service import add_event
-
                 add_event(
                     session,
                     job.id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -385,4 +386,6 @@ def run(config: TrainerConfig, events: EventWriter) -> None:
         masking=check.mode,
         train_runtime_s=round(train_runtime, 3),
         tokens_per_s=round(trained_tokens / train_runtime, 2) if train_runtime > 0 else 0.0,
+        # The process's peak resident memory (Linux reports KiB): what a job's memory needs are read from.
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )

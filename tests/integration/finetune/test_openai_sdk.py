@@ -56,13 +56,12 @@ def sdk_client(
     database_url: str, checkpoint: Path, tmp_path: Path, **overrides: Any
 ) -> Iterator[openai.OpenAI]:
     """Sprout over real HTTP, and the SDK pointed at it with a service token."""
-    settings = make_settings(
-        database_url,
-        finetune_models={DEFAULT_MODEL_NAME: FinetuneModelSettings(path=str(checkpoint), max_length=128)},
-        finetune_dir=tmp_path / "finetune",
-        job_lease_seconds=30,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "finetune_models": {DEFAULT_MODEL_NAME: FinetuneModelSettings(path=str(checkpoint), max_length=128)},
+        "finetune_dir": tmp_path / "finetune",
+        "job_lease_seconds": 30,
+    }
+    settings = make_settings(database_url, **{**values, **overrides})
     with serving(settings) as served:
         token = new_user_token(served.app, Role.service)
         yield openai.OpenAI(base_url=f"{served.base_url}/v1", api_key=token, max_retries=0, timeout=60)

@@ -152,3 +152,17 @@ def test_tuned_model_names_follow_openais_pattern_with_a_safe_base() -> None:
 )
 def test_openai_status_of_a_queue_status(status: JobStatus, validated: bool, shown: str) -> None:
     assert api_status(job(status=status, files_validated=validated)) == shown
+
+
+def test_a_failed_trainer_is_out_of_memory_only_when_memory_ran_out() -> None:
+    from app.finetune.local import Supervised, failure
+
+    assert failure(-9, Supervised(over_memory_mb=812.4), "", 600) == (
+        "out_of_memory",
+        "the trainer used 812 MB, over the limit of 600 MB (SPROUT_FINETUNE_MEMORY_LIMIT_MB); it was stopped",
+    )
+    assert failure(-9, Supervised(), "", None)[0] == "out_of_memory"  # killed from elsewhere: the OOM killer
+    assert failure(1, Supervised(error="MemoryError: "), "", None)[0] == "out_of_memory"
+    code, message = failure(1, Supervised(error="OSError: no such file"), "Traceback ...", None)
+    assert code == "trainer_failed" and message == "the trainer exited with code 1: OSError: no such file"
+    assert failure(1, Supervised(), "Traceback\nValueError: bad\n", None)[1].endswith("ValueError: bad")
