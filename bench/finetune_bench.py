@@ -1,13 +1,19 @@
-"""Benchmark of Sprout's fine-tuning trainer against a plain TRL script.
+"""Benchmark of Sprout's fine-tuning against a plain TRL script, and the issue's smoke run.
 
-Part `run_ratio` (this file): on the same chat data, model and hyperparameters, alternately run
-1. bench/trl_plain.py, a minimal TRL SFT + PEFT LoRA script, and
-2. the Sprout trainer process (`python -m app.finetune.trainer cfg.json`, as the job runner starts it),
-each as a child process, `--repeats` times each (which goes first alternates). Reported: training speed
-(trained tokens / wall time of the trainer.train() call, as each process reports it) and peak memory (the
-child's ru_maxrss from os.wait4: exact per child, measured the same way for both). Medians over the repeats;
-targets: tokens/s ratio >= 0.9, peak memory ratio <= 1.1. The Sprout run does what a job does (base and tuned
-sample answers, a checkpoint per epoch, the merged model), so its peak covers all of that, not training alone.
+Part `run_ratio`: on the same chat data, model and hyperparameters, alternately run
+1. bench/trl_plain.py, a minimal TRL SFT + PEFT LoRA script, as a child process, and
+2. a Sprout job: `sprout serve` runs as its own process, the official openai SDK uploads the file and creates
+   the job, the service's worker starts its trainer process,
+`--repeats` times each (which goes first alternates). Reported: training speed (trained tokens / wall time of
+the trainer.train() call, as each reports it), peak memory (the process's ru_maxrss: os.wait4's for the plain
+script, the trainer's own getrusage at its end for the job: the same measure) and the end-to-end time (the
+script's whole run; the job's from create to the client seeing it succeeded). Medians over the repeats;
+targets: tokens/s ratio >= 0.9, peak memory ratio <= 1.1. The job does what a job does (base and tuned sample
+answers, a checkpoint per epoch, the merged model), so its peak covers all of that, not training alone.
+
+Part `run_smoke` (bench/finetune_service.py): 200 approved items -> a snapshot -> a job with the default model,
+1 epoch, sequences up to 512 tokens; target: within 10 minutes, validation loss after below before. Its loss
+curve goes to docs/img/finetune_smoke_loss.png.
 
 Data: N chat examples from the Self-Instruct seed tasks in ../shared/data (SPROUT_SHARED_DATA overrides):
 instruction (+ input) -> user, output -> assistant; past the 175 tasks the same tasks come again with a system
@@ -37,6 +43,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench.finetune_service import run_job, run_smoke, sprout_service  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("SPROUT_SHARED_DATA", REPO.parent / "shared" / "data"))
 SEED_TASKS = "self_instruct_seed_tasks.jsonl"
@@ -107,43 +115,6 @@ def run_plain(args: argparse.Namespace, model: Path, data: Path, work: Path, nam
     return {**report, "peak_mb": child["peak_mb"], "wall_s": child["wall_s"]}
 
 
-def run_sprout(args: argparse.Namespace, model: Path, data: Path, work: Path, name: str) -> dict[str, Any]:
-    output_dir = work / name
-    config = {
-        "base_model": str(model),
-        "train_file": str(data),
-        "validation_file": None,
-        "output_dir": str(output_dir),
-        "n_epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "seed": args.seed,
-        "max_length": args.max_length,
-        "lora_r": args.lora_r,
-        "lora_alpha": args.lora_alpha,
-        "lora_dropout": args.lora_dropout,
-        "max_steps": None,
-        "threads": args.threads,
-        "save_steps": None,
-        "eval_samples": args.eval_samples,
-        "merge": True,
-        "resume": False,
-    }
-    config_path = work / f"{name}.json"
-    config_path.write_text(json.dumps(config))
-    child = run_child([sys.executable, "-m", "app.finetune.trainer", str(config_path)], work, name)
-    events = [json.loads(line) for line in (output_dir / "events.jsonl").read_text().splitlines() if line]
-    result = next(event for event in events if event["type"] == "result")
-    return {
-        "trained_tokens": result["trained_tokens"],
-        "train_runtime_s": result["train_runtime_s"],
-        "tokens_per_s": result["tokens_per_s"],
-        "masking": result["masking"],
-        "peak_mb": child["peak_mb"],
-        "wall_s": child["wall_s"],
-    }
-
-
 def run_ratio(args: argparse.Namespace) -> dict[str, Any]:
     """Plain TRL vs the Sprout trainer, alternating; medians of tokens/s and peak memory, and their ratios."""
     model = Path(args.model).resolve() if args.model else default_checkpoint()
@@ -151,18 +122,24 @@ def run_ratio(args: argparse.Namespace) -> dict[str, Any]:
 
     args.bf16 = use_bf16()  # the precision the Sprout trainer picks here; the plain script is told the same
     runs: dict[str, list[dict[str, Any]]] = {"trl": [], "sprout": []}
-    with tempfile.TemporaryDirectory(prefix="sprout-ft-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="sprout-ft-bench-") as tmp,
+        sprout_service(Path(tmp), model, args.max_length) as service,
+    ):
         work = Path(tmp)
         data = work / "train.jsonl"
         with data.open("w", encoding="utf-8") as handle:
             for example in build_examples(Path(args.shared_data), args.examples):
                 handle.write(json.dumps(example, ensure_ascii=False) + "\n")
-        runners = {"trl": run_plain, "sprout": run_sprout}
+        runners = {
+            "trl": lambda name: run_plain(args, model, data, work, name),
+            "sprout": lambda name: run_job(service, data, args),
+        }
         for repeat in range(args.repeats):
             order = ["trl", "sprout"] if repeat % 2 == 0 else ["sprout", "trl"]
             for kind in order:
                 load = os.getloadavg()[0]
-                run = runners[kind](args, model, data, work, f"{kind}-{repeat}")
+                run = runners[kind](f"{kind}-{repeat}")
                 run["loadavg_1m_before"] = round(load, 2)
                 runs[kind].append(run)
                 print(
@@ -173,7 +150,13 @@ def run_ratio(args: argparse.Namespace) -> dict[str, Any]:
     speed = {kind: statistics.median(r["tokens_per_s"] for r in rs) for kind, rs in runs.items()}
     peak = {kind: statistics.median(r["peak_mb"] for r in rs) for kind, rs in runs.items()}
     tokens = {r["trained_tokens"] for rs in runs.values() for r in rs}
+    end_to_end = {
+        "sprout": statistics.median(r["end_to_end_s"] for r in runs["sprout"]),
+        "trl": statistics.median(r["wall_s"] for r in runs["trl"]),
+    }
     return {
+        "end_to_end_s_sprout_job": end_to_end["sprout"],
+        "end_to_end_s_trl_script": end_to_end["trl"],
         "tokens_per_s_sprout": speed["sprout"],
         "tokens_per_s_trl": speed["trl"],
         "tokens_per_s_ratio": round(speed["sprout"] / speed["trl"], 3),
@@ -195,7 +178,6 @@ def run_ratio(args: argparse.Namespace) -> dict[str, Any]:
             "lora_alpha": args.lora_alpha,
             "lora_dropout": args.lora_dropout,
             "threads": args.threads,
-            "sprout_eval_samples": args.eval_samples,
             "bf16": args.bf16,
         },
     }
@@ -226,7 +208,37 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-PARTS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [run_ratio]
+def smoke_pairs(shared: Path, n: int) -> list[tuple[str, str, str]]:
+    """N (instruction, input, output) items from the Self-Instruct seed tasks' instances."""
+    pairs = []
+    for line in (shared / SEED_TASKS).read_text(encoding="utf-8").splitlines():
+        if line:
+            task = json.loads(line)
+            pairs += [(task["instruction"], i["input"], i["output"]) for i in task["instances"]]
+    if len(pairs) < n:
+        raise RuntimeError(f"only {len(pairs)} seed instances; {n} asked for")
+    return pairs[:n]
+
+
+def run_smoke_part(args: argparse.Namespace) -> dict[str, Any]:
+    model = Path(args.model).resolve() if args.model else default_checkpoint()
+    with (
+        tempfile.TemporaryDirectory(prefix="sprout-ft-smoke-") as tmp,
+        sprout_service(Path(tmp), model, 512) as service,
+    ):
+        smoke = run_smoke(service, smoke_pairs(Path(args.shared_data), 200), Path(args.png), args.batch_size)
+    print(
+        f" smoke: {smoke['smoke_seconds']:.0f} s (target <= 600), validation loss {smoke['valid_loss_before']:.3f}"
+        f" -> {smoke['valid_loss_after']:.3f}",
+        file=sys.stderr,
+    )
+    return smoke
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "ratio": run_ratio,
+    "smoke": run_smoke_part,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -248,22 +260,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora-alpha", type=int, default=32)
     parser.add_argument("--lora-dropout", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=None, help="torch threads in both (default: torch's)")
-    parser.add_argument("--eval-samples", type=int, default=3, help="the Sprout run's sample answers")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--png", default=str(REPO / "docs" / "img" / "finetune_smoke_loss.png"))
+    parser.add_argument("--parts", default="ratio,smoke", help="which parts to run (comma-separated)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result: dict[str, Any] = {"machine": machine_info()}
-    for part in PARTS:
-        result.update(part(args))
-    print(
-        f"tokens/s: sprout {result['tokens_per_s_sprout']:.1f}, trl {result['tokens_per_s_trl']:.1f}, "
-        f"ratio {result['tokens_per_s_ratio']:.3f} (target >= 0.9); peak MB: sprout {result['peak_mb_sprout']:.0f}, "
-        f"trl {result['peak_mb_trl']:.0f}, ratio {result['peak_ratio']:.3f} (target <= 1.1)",
-        file=sys.stderr,
-    )
+    for name in args.parts.split(","):
+        result.update(PARTS[name](args))
+    if "tokens_per_s_ratio" in result:
+        print(
+            f"tokens/s: sprout {result['tokens_per_s_sprout']:.1f}, trl {result['tokens_per_s_trl']:.1f}, ratio "
+            f"{result['tokens_per_s_ratio']:.3f} (target >= 0.9); peak MB: sprout {result['peak_mb_sprout']:.0f}, "
+            f"trl {result['peak_mb_trl']:.0f}, ratio {result['peak_ratio']:.3f} (target <= 1.1); end to end: job "
+            f"{result['end_to_end_s_sprout_job']:.0f} s, script {result['end_to_end_s_trl_script']:.0f} s",
+            file=sys.stderr,
+        )
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
     out = Path(args.out)
