@@ -301,6 +301,13 @@ def test_snapshot_routes_create_list_and_read(client) -> None:
     assert [s["id"] for s in rest["data"]] == [body["id"]] and not rest["has_more"]
     assert client.get(f"/v1/snapshots/{body['id']}").json() == body
 
+    # A snapshot's files are immutable parts of it: the files API serves them and refuses to delete them.
+    training = client.get(f"/v1/files/{body['training_file']}/content")
+    assert training.status_code == 200 and len(training.text.splitlines()) == 15
+    refused = client.delete(f"/v1/files/{body['training_file']}")
+    assert refused.status_code == 409 and f"snapshot {body['id']}" in refused.json()["error"]["message"]
+    assert client.get(f"/v1/files/{body['validation_file']}").status_code == 200
+
     assert client.get("/v1/snapshots/999999").status_code == 404
     assert client.get("/v1/datasets/999999/snapshots").status_code == 404
     for bad in ({"validation_fraction": 0.6}, {"validation_fraction": -0.1}, {"seed": -1}, {"other": 1}):
