@@ -53,7 +53,8 @@ def _write_inputs(ctx: FinetuneContext, job: FineTuneJob, workdir: Path) -> tupl
     with train.open("wb") as out:
         for data in iter_content(ctx.sessions, job.training_file_id):
             out.write(data)
-    examples = sum(1 for line in train.open("rb") if line.strip())
+    with train.open("rb") as lines:
+        examples = sum(1 for line in lines if line.strip())
     valid = None
     if job.validation_file_id is not None:
         valid = workdir / "valid.jsonl"
@@ -94,7 +95,8 @@ def _job_event(event: dict[str, Any]) -> dict[str, Any] | None:
     """A trainer event as a job event (None for those stored otherwise)."""
     kind = event.get("type")
     if kind == "message":
-        return {"message": str(event.get("message", "")), "level": event.get("level", "info")}
+        level = event.get("level") if event.get("level") in ("info", "warn", "error") else "info"
+        return {"message": str(event.get("message", "")), "level": level}
     if kind == "metrics":
         data = event.get("data") or {}
         parts = [f"Step {data.get('step')}/{data.get('total_steps')}"]
