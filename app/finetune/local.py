@@ -169,38 +169,30 @@ def _store_results(
     result: dict[str, Any],
     metrics: list[dict[str, Any]],
 ) -> list[str]:
-    """The metrics CSV, the adapter (tar.gz) and the merged checkpoint (tar) as `fine-tune-results` files."""
-    ids = []
+    """The metrics CSV, the adapter (tar.gz) and the merged checkpoint (tar: safetensors do not compress) as
+    `fine-tune-results` files, in one transaction."""
+    (workdir / "step_metrics.csv").write_bytes(_metrics_csv(metrics))
+    outputs = [(workdir / "step_metrics.csv", "step_metrics.csv")]
+    outputs.append(
+        (_pack(workdir / result["adapter_dir"], workdir / "adapter.tar.gz", compress=True), "adapter.tar.gz")
+    )
+    if result.get("merged_dir"):
+        outputs.append(
+            (_pack(workdir / result["merged_dir"], workdir / "merged.tar", compress=False), "merged.tar")
+        )
     with transaction(ctx.sessions) as session:
-        stored = store_file(
-            session,
-            [_metrics_csv(metrics)],
-            filename="step_metrics.csv",
-            purpose="fine-tune-results",
-            created_by=job.created_by,
-        )
-        ids.append(stored.public_id)
-        adapter = _pack(workdir / result["adapter_dir"], workdir / "adapter.tar.gz", compress=True)
-        stored = store_file(
-            session,
-            _chunks(adapter),
-            filename=f"{job.public_id}-adapter.tar.gz",
-            purpose="fine-tune-results",
-            created_by=job.created_by,
-        )
-        ids.append(stored.public_id)
-        adapter.unlink()
-        if result.get("merged_dir"):
-            merged = _pack(workdir / result["merged_dir"], workdir / "merged.tar", compress=False)
-            stored = store_file(
+        ids = [
+            store_file(
                 session,
-                _chunks(merged),
-                filename=f"{job.public_id}-merged.tar",
+                _chunks(path),
+                filename=f"{job.public_id}-{name}",
                 purpose="fine-tune-results",
                 created_by=job.created_by,
-            )
-            ids.append(stored.public_id)
-            merged.unlink()
+            ).public_id
+            for path, name in outputs
+        ]
+    for path, _ in outputs:
+        path.unlink()
     return ids
 
 

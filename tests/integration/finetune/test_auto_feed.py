@@ -13,7 +13,8 @@ from app.core.db import transaction
 from app.finetune.auto import AutoFinetune, feed_all, feed_dataset, set_auto
 from app.finetune.models import FineTuneJob, Snapshot
 from app.jobs.models import JobStatus
-from tests.integration.finetune.test_snapshots import add_items, make_dataset
+from tests.integration.finetune.test_snapshots import make_dataset
+from tests.support.items import add_items
 from tests.support.service import make_settings
 
 

@@ -4,15 +4,15 @@ items page by page."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tempfile
 from collections.abc import Iterator
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import Engine, event, insert, select
+from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -26,40 +26,13 @@ from app.finetune import exports, formats
 from app.finetune.formats import ExportRecord
 from app.finetune.snapshots import ExportSource, create_snapshot
 from app.generation.models import Item, ItemStatus
+from tests.support.items import add_items
 from tests.support.service import bearer, make_settings, new_user_token, running_service
 
 runner = CliRunner()
-TEXTS = [
-    ("翻译成英文：你好", "", "Hello", "zh"),
-    ("Classify the sentiment of this review.", "The battery died after a day.", "negative", "latin"),
-    ('Quote "this" </script> & that', "line\nbreak", '{"json": true}\n]', "latin"),
-]
 
 
-def add_items(
-    session: Session, dataset_id: int, n: int, status: ItemStatus = ItemStatus.approved
-) -> list[int]:
-    if n == 0:
-        return []
-    rows: list[dict[str, Any]] = []
-    for i in range(n):
-        instruction, input_, output, language = TEXTS[i % len(TEXTS)]
-        rows.append(
-            {
-                "dataset_id": dataset_id,
-                "instruction": f"{instruction} #{i}",
-                "input": input_,
-                "output": output,
-                "language": language,
-                "status": status,
-                "model": "qwen" if i % 2 else None,
-            }
-        )
-    session.execute(insert(Item), rows)
-    found = session.scalars(
-        select(Item.id).where(Item.dataset_id == dataset_id, Item.status == status).order_by(Item.id)
-    )
-    return list(found)[-n:]
+add_items = functools.partial(add_items, model_every=2)  # every other item names a model
 
 
 def approved(session: Session, dataset_id: int) -> list[Item]:
@@ -312,7 +285,7 @@ def test_the_cli_writes_a_hugging_face_dataset_with_its_card(cli_database, tmp_p
     assert set(loaded["train"].column_names) == set(formats.TABLE_COLUMNS)
     assert pq.read_table(live / "data" / "train-00000-of-00001.parquet").num_rows == 20
     card = (live / "README.md").read_text()
-    assert "20 approved items" in card and "| zh | 7 |" in card and "| latin | 13 |" in card
+    assert "20 approved items" in card and "| zh | 10 |" in card and "| latin | 10 |" in card
     assert "- zh" in card and "| qwen | 10 |" in card and "| unknown | 10 |" in card
 
     snap = tmp_path / "snap"

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.roles import Role
@@ -25,46 +25,8 @@ from app.finetune.snapshots import (
 )
 from app.generation.models import Item, ItemStatus
 from app.review.models import ReviewAction, ReviewEvent
+from tests.support.items import add_items
 from tests.support.service import bearer, make_settings, new_user_token, running_service
-
-TEXTS = [
-    ("翻译成英文：你好", "", "Hello", "zh"),
-    ("Classify the sentiment of this review.", "The battery died after a day.", "negative", "latin"),
-    ('Quote "this" </script> & that', "line\nbreak", '{"json": true}\n]', "latin"),
-    ("写一首关于冬天大海的短诗。", "", "冬海无声，浪花如雪。", "zh"),
-]
-
-
-def add_items(
-    session: Session,
-    dataset_id: int,
-    n: int,
-    status: ItemStatus = ItemStatus.approved,
-    model: str | None = "qwen",
-) -> list[int]:
-    """n items in one INSERT, texts cycling through Chinese, English and hostile ones; their ids in order."""
-    if n == 0:
-        return []
-    rows: list[dict[str, Any]] = []
-    for i in range(n):
-        instruction, input_, output, language = TEXTS[i % len(TEXTS)]
-        rows.append(
-            {
-                "dataset_id": dataset_id,
-                "instruction": f"{instruction} #{i}",
-                "input": input_,
-                "output": output,
-                "language": language,
-                "status": status,
-                "model": model if i % 3 else None,
-            }
-        )
-    session.execute(insert(Item), rows)
-    return list(
-        session.scalars(
-            select(Item.id).where(Item.dataset_id == dataset_id, Item.status == status).order_by(Item.id)
-        )
-    )[-n:]
 
 
 def make_dataset(
