@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import backends, dedup, export, generate, imports, items, models, seeds, serve, users
+from app.cli import backends, dedup, export, finetune, generate, imports, items, models, seeds, serve, users
 
 app = typer.Typer(
     help="Sprout: grow instruction-tuning datasets from a few seed tasks.", no_args_is_help=True
@@ -16,6 +16,7 @@ app.command("import-items")(imports.import_items_command)
 app.command()(generate.generate)
 app.command("dedup")(dedup.dedup)
 app.command("export")(export.export_command)
+app.add_typer(finetune.app, name="finetune")
 app.add_typer(items.app, name="items")
 app.add_typer(backends.app, name="backends")
 app.add_typer(models.app, name="models")
