@@ -11,33 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import DEFAULT_MODEL_NAME, FinetuneModelSettings, Settings
-from app.core.db import transaction
+from app.core.db import transaction, utc_now
 from app.finetune.errors import FileValidationError
 from app.finetune.files import iter_lines
 from app.finetune.models import FineTuneJob
 from app.finetune.service import add_event
 from app.finetune.validation import TokenCounter, validate_examples
 from app.jobs.models import JobStatus
-from app.jobs.queue import Claim, LeaseLostError, fenced_update, finish, release, renew
+from app.jobs.queue import Claim, LeaseLostError, fenced_update, finish, release
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class JobFiles:
-    public_id: str
-    model: str
-    training_file_id: int
-    validation_file_id: int | None
 
 
 class FinetuneContext:
@@ -55,29 +46,25 @@ class FinetuneContext:
             session.expunge(job)
             return job
 
-    def write(self, events: list[dict[str, Any]] = (), **values: Any) -> bool:  # type: ignore[assignment]
+    def write(self, events: Sequence[dict[str, Any]] = (), **values: Any) -> bool:
         """Renew the lease, store `values` and events in one transaction; returns whether a cancel was asked."""
+        lease = utc_now(self.settings.job_lease_seconds)
         with transaction(self.sessions) as session:
-            if values:
-                cancel = fenced_update(session, FineTuneJob, self.claim, **values)
-            else:
-                cancel = renew(session, FineTuneJob, self.claim, self.settings.job_lease_seconds)
-            for event in events:
+            cancel = fenced_update(session, FineTuneJob, self.claim, lease_until=lease, **values)
+            for event in events:  # after the fence: a worker that lost the job writes nothing
                 add_event(session, self.claim.job_id, **event)
-            if values:
-                renew(session, FineTuneJob, self.claim, self.settings.job_lease_seconds)
             return cancel
 
-    async def awrite(self, events: list[dict[str, Any]] = (), **values: Any) -> bool:  # type: ignore[assignment]
+    async def awrite(self, events: Sequence[dict[str, Any]] = (), **values: Any) -> bool:
         return await asyncio.to_thread(self.write, events, **values)
 
-    def finish(self, status: JobStatus, events: list[dict[str, Any]] = (), **values: Any) -> None:  # type: ignore[assignment]
+    def finish(self, status: JobStatus, events: Sequence[dict[str, Any]] = (), **values: Any) -> None:
         with transaction(self.sessions) as session:
             for event in events:
                 add_event(session, self.claim.job_id, **event)
             finish(session, FineTuneJob, self.claim, status, **values)
 
-    async def afinish(self, status: JobStatus, events: list[dict[str, Any]] = (), **values: Any) -> None:  # type: ignore[assignment]
+    async def afinish(self, status: JobStatus, events: Sequence[dict[str, Any]] = (), **values: Any) -> None:
         await asyncio.to_thread(self.finish, status, events, **values)
 
     def fail(self, code: str, message: str, param: str | None = None) -> None:

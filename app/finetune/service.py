@@ -143,16 +143,12 @@ def job_object(session: Session, job: FineTuneJob) -> JobObject:
     return JobObject.of(job, file_ids(session, [job]))
 
 
-def list_jobs(
-    session: Session, after: str | None, limit: int, metadata: dict[str, str] | None = None
-) -> tuple[list[FineTuneJob], bool]:
+def list_jobs(session: Session, after: str | None, limit: int) -> tuple[list[FineTuneJob], bool]:
     """Newest first; `after` is the last job id of the previous page."""
     query = select(FineTuneJob).order_by(FineTuneJob.id.desc())
     if after:
         query = query.where(FineTuneJob.id < get_job(session, after).id)
     jobs = list(session.scalars(query.limit(limit + 1)))
-    if metadata:
-        jobs = [j for j in jobs if all((j.meta or {}).get(k) == v for k, v in metadata.items())]
     return jobs[:limit], len(jobs) > limit
 
 
