@@ -124,7 +124,13 @@ class FinetuneModelSettings(BaseModel):
         "default: the checkpoint `sprout models prepare` makes of the embedded model (made on first use).",
     )
     max_length: int = Field(
-        default=2048, ge=16, le=1_000_000, description="Longest example in tokens (the context it trains on)."
+        default=2048, ge=16, le=1_000_000, description="Tokens trained on per example; longer ones are truncated."
+    )
+    context_length: int | None = Field(
+        default=None,
+        ge=16,
+        description="The model's context window: an example longer than this fails the file check (default: "
+        "from the model's config, max_position_embeddings).",
     )
     lora_r: int = Field(default=16, ge=1, le=64)  # vLLM serves adapters up to --max-lora-rank (64 in tests)
     lora_alpha: int = Field(default=32, ge=1)

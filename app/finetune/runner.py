@@ -103,11 +103,13 @@ def base_model_path(name: str, model: FinetuneModelSettings, settings: Settings)
     return prepare_hf_checkpoint(target).resolve()
 
 
-def chat_token_counter(path: Path | str) -> TokenCounter:
-    """Tokens of an example as the trainer will see it: the base model's chat template, tokenized."""
-    from transformers import AutoTokenizer
+def chat_token_counter(path: Path | str) -> tuple[TokenCounter, int]:
+    """Tokens of an example as the trainer will see it (the base model's chat template, tokenized), and the
+    model's context window."""
+    from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
+    context = int(getattr(AutoConfig.from_pretrained(str(path)), "max_position_embeddings", 0) or 0)
 
     def count(messages: list[dict[str, Any]]) -> int:
         ids = tokenizer.apply_chat_template(messages, tokenize=True)
@@ -115,7 +117,7 @@ def chat_token_counter(path: Path | str) -> TokenCounter:
             ids = ids["input_ids"]
         return len(ids)
 
-    return count
+    return count, context
 
 
 class FinetuneRunner:
@@ -157,14 +159,15 @@ class FinetuneRunner:
             await asyncio.to_thread(ctx.fail, "validation_error", f"{type(exc).__name__}: {exc}")
 
     def _check_files(self, job: FineTuneJob, model: FinetuneModelSettings) -> int:
-        counter = None
-        if model.trainer == "local":
-            counter = chat_token_counter(base_model_path(job.model, model, self._settings))
+        counter, context = None, model.context_length or 0
+        if model.trainer == "local":  # a remote service checks lengths with its own tokenizer
+            counter, model_context = chat_token_counter(base_model_path(job.model, model, self._settings))
+            context = model.context_length or model_context or model.max_length
         examples = validate_examples(
             iter_lines(self._sessions, job.training_file_id),
             param="training_file",
             min_examples=self._settings.finetune_min_examples,
-            max_length=model.max_length,
+            context_length=context,
             count_tokens=counter,
         )
         if job.validation_file_id is not None:
@@ -172,7 +175,7 @@ class FinetuneRunner:
                 iter_lines(self._sessions, job.validation_file_id),
                 param="validation_file",
                 min_examples=1,
-                max_length=model.max_length,
+                context_length=context,
                 count_tokens=counter,
             )
         return examples

@@ -42,7 +42,7 @@ def validate_examples(
     *,
     param: str,
     min_examples: int,
-    max_length: int,
+    context_length: int,
     count_tokens: TokenCounter | None = None,
 ) -> int:
     """Check every line; returns how many examples the file holds."""
@@ -64,10 +64,10 @@ def validate_examples(
             raise FileValidationError(code, f"line {line_no}: {checked}", param)
         if count_tokens is not None:
             tokens = count_tokens(checked)
-            if tokens > max_length:
+            if tokens > context_length:
                 raise FileValidationError(
                     "exceeds_max_length",
-                    f"line {line_no}: the example has {tokens} tokens; the model trains on at most {max_length}",
+                    f"line {line_no}: the example has {tokens} tokens; the model's context holds {context_length}",
                     param,
                 )
         examples += 1

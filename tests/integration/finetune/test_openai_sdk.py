@@ -57,7 +57,11 @@ def sdk_client(
 ) -> Iterator[openai.OpenAI]:
     """Sprout over real HTTP, and the SDK pointed at it with a service token."""
     values: dict[str, Any] = {
-        "finetune_models": {DEFAULT_MODEL_NAME: FinetuneModelSettings(path=str(checkpoint), max_length=128)},
+        "finetune_models": {
+            DEFAULT_MODEL_NAME: FinetuneModelSettings(
+                path=str(checkpoint), max_length=128, context_length=256
+            )
+        },
         "finetune_dir": tmp_path / "finetune",
         "job_lease_seconds": 30,
     }

@@ -120,7 +120,9 @@ def test_the_remote_trainer_forwards_to_another_sprout_and_mirrors_it(
     trainer_settings = make_settings(
         f"sqlite:///{tmp_path / 'remote.db'}",
         finetune_models={
-            DEFAULT_MODEL_NAME: FinetuneModelSettings(path=str(vllm_checkpoint), max_length=128)
+            DEFAULT_MODEL_NAME: FinetuneModelSettings(
+                path=str(vllm_checkpoint), max_length=128, context_length=256
+            )
         },
         finetune_dir=tmp_path / "remote-finetune",
         finetune_max_steps=2,

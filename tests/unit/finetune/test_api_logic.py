@@ -28,7 +28,7 @@ GOOD = line(("system", "Be brief."), ("user", "翻译成英文：你好"), ("ass
 
 
 def check(lines: list[bytes], **kwargs) -> int:  # noqa: ANN003
-    options = {"param": "training_file", "min_examples": 1, "max_length": 100, **kwargs}
+    options = {"param": "training_file", "min_examples": 1, "context_length": 100, **kwargs}
     return validate_examples(lines, **options)
 
 
