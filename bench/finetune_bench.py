@@ -208,16 +208,24 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+SMOKE_PREFIXES = ["", "Answer briefly. ", "请回答："]
+
+
 def smoke_pairs(shared: Path, n: int) -> list[tuple[str, str, str]]:
-    """N (instruction, input, output) items from the Self-Instruct seed tasks' instances."""
+    """N distinct (instruction, input, output) items from the Self-Instruct seed tasks' instances; past the
+    175 instances they come again with a short prefix on the instruction."""
     pairs = []
     for line in (shared / SEED_TASKS).read_text(encoding="utf-8").splitlines():
         if line:
             task = json.loads(line)
             pairs += [(task["instruction"], i["input"], i["output"]) for i in task["instances"]]
-    if len(pairs) < n:
-        raise RuntimeError(f"only {len(pairs)} seed instances; {n} asked for")
-    return pairs[:n]
+    return [
+        (
+            SMOKE_PREFIXES[(k // len(pairs)) % len(SMOKE_PREFIXES)] + pairs[k % len(pairs)][0],
+            *pairs[k % len(pairs)][1:],
+        )
+        for k in range(n)
+    ]
 
 
 def run_smoke_part(args: argparse.Namespace) -> dict[str, Any]:
@@ -268,9 +276,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    result: dict[str, Any] = {"machine": machine_info()}
+    out = Path(args.out)
+    # A run of some parts keeps the other parts' figures; each part's figures are written as soon as it ends.
+    result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    result["machine"] = machine_info()
     for name in args.parts.split(","):
         result.update(PARTS[name](args))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     if "tokens_per_s_ratio" in result:
         print(
             f"tokens/s: sprout {result['tokens_per_s_sprout']:.1f}, trl {result['tokens_per_s_trl']:.1f}, ratio "
@@ -279,11 +292,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{result['end_to_end_s_sprout_job']:.0f} s, script {result['end_to_end_s_trl_script']:.0f} s",
             file=sys.stderr,
         )
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":
