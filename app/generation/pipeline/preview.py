@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings
 from app.core.errors import ConflictError
 from app.datasets.service import all_seeds, get_dataset, seed_instructions
+from app.finetune.serving import check_adapter
 from app.generation.filters import FilterConfig
 from app.generation.params import GenerationParams, resolve_params
 from app.generation.pipeline.accept import NEAR_DUPLICATE, Thresholds, catch_up, evidence_key, new_index
@@ -52,6 +53,8 @@ async def preview_generation(
     def load() -> tuple[LLMRequest, Any]:
         with sessions() as session:
             get_dataset(session, dataset_id)
+            if resolved.model is not None:  # a tuned model: only one registered on this backend
+                check_adapter(session, backend_name, resolved.model)
             seeds = all_seeds(session, dataset_id)
             if not seeds:
                 raise ConflictError(

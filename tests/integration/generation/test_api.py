@@ -523,6 +523,23 @@ def test_preview_shows_prompt_reply_and_verdicts_and_stores_nothing(client, scri
     assert dataset["counts"]["items"] == 0 and dataset["counts"]["jobs"] == 0
 
 
+def test_a_model_name_must_be_a_tuned_model_registered_on_the_backend(client, scripted) -> None:
+    """`model` may only name a fine-tuned adapter Sprout registered on that backend ([5/8]): anything else is a
+    422 before the backend is called, for jobs and previews alike."""
+    dataset_id = _dataset_with_seeds(client)
+    calls = len(scripted.calls)
+    for route in ("generations", "generations/preview"):
+        refused = client.post(
+            f"/v1/datasets/{dataset_id}/{route}", json={"count": 1, "model": "some-other-model"}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["loc"][-1] == "model" and "registered" in refused.text
+    assert (
+        len(scripted.calls) == calls
+        and client.get(f"/v1/datasets/{dataset_id}").json()["counts"]["jobs"] == 0
+    )
+
+
 def test_an_upload_over_the_limit_is_refused_before_its_body_is_read(database_url, scripted) -> None:
     with running_service(make_settings(database_url, max_upload_bytes=4096), scripted) as client:
         dataset_id = client.post("/v1/datasets", json={"name": "big"}).json()["id"]
