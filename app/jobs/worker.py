@@ -14,7 +14,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +26,7 @@ from app.finetune.models import FineTuneJob
 from app.finetune.runner import FinetuneRunner
 from app.generation.models import GenerationJob
 from app.generation.pipeline.runner import GenerationRunner
+from app.jobs.models import LeasedJob
 from app.jobs.queue import Claim, claim_next, requeue_expired
 from app.llm.registry import BackendRegistry
 
@@ -94,7 +96,6 @@ class Worker:
         await self._fill_finetune_slots()
 
     async def _fill_finetune_slots(self) -> None:
-        await asyncio.to_thread(self._requeue_expired_finetune)
         if time.monotonic() >= self._next_auto_feed:
             self._next_auto_feed = time.monotonic() + self._settings.finetune_auto_seconds
             queued = await asyncio.to_thread(feed_all, self._sessions, self._settings)
@@ -124,28 +125,20 @@ class Worker:
         log.info("generation job %s finished: %s", claim.job_id, status.value if status else "handed over")
         self._wake.set()
 
-    def _claim(self) -> Claim | None:
+    def _claim(self, model: type[LeasedJob] = GenerationJob, where: Sequence[Any] = ()) -> Claim | None:
         with transaction(self._sessions) as session:
-            return claim_next(session, GenerationJob, self.worker_id, self._settings.job_lease_seconds)
+            return claim_next(session, model, self.worker_id, self._settings.job_lease_seconds, where=where)
 
     def _claim_finetune(self, validated: bool) -> Claim | None:
-        with transaction(self._sessions) as session:
-            return claim_next(
-                session,
-                FineTuneJob,
-                self.worker_id,
-                self._settings.job_lease_seconds,
-                where=[FineTuneJob.files_validated.is_(validated)],
-            )
-
-    def _requeue_expired_finetune(self) -> None:
-        with transaction(self._sessions) as session:
-            released = requeue_expired(session, FineTuneJob, self._settings.job_max_attempts)
-        if any(released.values()):
-            log.warning("released fine-tuning jobs whose worker stopped: %s", released)
+        return self._claim(FineTuneJob, [FineTuneJob.files_validated.is_(validated)])
 
     def _requeue_expired(self) -> None:
+        """Both kinds of job, in one transaction."""
         with transaction(self._sessions) as session:
-            released = requeue_expired(session, GenerationJob, self._settings.job_max_attempts)
-        if any(released.values()):
-            log.warning("released generation jobs whose worker stopped: %s", released)
+            released = {
+                model.__tablename__: requeue_expired(session, model, self._settings.job_max_attempts)
+                for model in (GenerationJob, FineTuneJob)
+            }
+        for table, counts in released.items():
+            if any(counts.values()):
+                log.warning("released %s rows whose worker stopped: %s", table, counts)
