@@ -57,7 +57,9 @@ def create_app(
         app.state.backends = backends or BackendRegistry.from_settings(settings)
         app.state.worker = None
         if settings.worker_enabled:
-            app.state.worker = Worker(app.state.sessions, settings, app.state.backends)
+            app.state.worker = Worker(
+                app.state.sessions, settings, app.state.backends, database_url=settings.database_url
+            )
             app.state.worker.start()
         try:
             yield

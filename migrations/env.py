@@ -11,7 +11,9 @@ import app.auth.models  # noqa: F401
 import app.datasets.models  # noqa: F401
 import app.finetune.models  # noqa: F401
 import app.generation.models  # noqa: F401
+import app.jobs.models  # noqa: F401
 import app.review.models  # noqa: F401
+import app.schedules.models  # noqa: F401
 from app.core.config import get_settings
 from app.core.db import Base, create_db_engine, in_models, normalize_database_url
 

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import backends, dedup, export, finetune, generate, imports, items, models, seeds, serve, users
+from app.cli import (
+    backends,
+    dedup,
+    export,
+    finetune,
+    generate,
+    imports,
+    items,
+    models,
+    seeds,
+    serve,
+    users,
+    worker,
+)
 
 app = typer.Typer(
     help="Sprout: grow instruction-tuning datasets from a few seed tasks.", no_args_is_help=True
 )
 app.command()(serve.migrate)
 app.command()(serve.serve)
+app.command()(worker.worker)
 app.command("import-seeds")(seeds.import_seeds_command)
 app.command("import-items")(imports.import_items_command)
 app.command()(generate.generate)

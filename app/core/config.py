@@ -193,12 +193,21 @@ class Settings(BaseSettings):
     default_dataset: str = "default"
     models_dir: Path = Path("./data/models")
 
-    # Jobs: the in-process worker, leases and attempts.
+    # Jobs: the worker (inside `sprout serve`, or `sprout worker` processes), leases, attempts and the backoff
+    # of a job retried after a transient failure, the running generation jobs a dataset may have at once (they
+    # take turns at its accept step), and how often a worker writes its heartbeat and looks for due schedules.
     worker_enabled: bool = True
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     job_lease_seconds: float = Field(default=60.0, ge=1.0)
     job_max_attempts: int = Field(default=3, ge=1, le=100)
+    job_retry_initial_seconds: float = Field(default=5.0, ge=0)
+    job_retry_max_seconds: float = Field(default=300.0, ge=0)
+    dataset_max_running_jobs: int = Field(default=4, ge=1, le=1000)
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    schedules_enabled: bool = True
+    schedule_poll_seconds: float = Field(default=1.0, gt=0)
+    log_format: Literal["json", "text"] = "text"
 
     # Fine-tuning: the base models jobs may name, where trainers work (checkpoints, adapters that a LoRA-enabled
     # backend reads), the fewest examples a training file may hold, trainings run at once per worker, and the

@@ -193,6 +193,13 @@ def serialize(session: Session, namespace: int, key: int) -> None:
         session.execute(select(func.pg_advisory_xact_lock(namespace, key)))
 
 
+def try_serialize(session: Session, namespace: int, key: int) -> bool:
+    """Like `serialize`, without waiting: False when another transaction holds (namespace, key) now."""
+    if session.get_bind().dialect.name == "postgresql":
+        return bool(session.scalar(select(func.pg_try_advisory_xact_lock(namespace, key))))
+    return True
+
+
 def in_models(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
     """Whether a schema object is the models' to declare (Alembic's include_object): PostgreSQL's trigram
     indexes are made by migration 0003 only where the server allows the extension, so they are not."""
@@ -202,18 +209,75 @@ def in_models(obj: object, name: str | None, type_: str, reflected: bool, compar
 MIGRATION_LOCK = 0x5350_4D47  # "SPMG": the advisory lock that lets one process at a time migrate
 
 
-def run_migrations(url: str) -> None:
-    """Bring the schema to the newest Alembic revision (what `sprout migrate` and every start-up do). Processes
-    starting together (service workers, CLI commands) take turns: the first migrates, the others find the
-    schema current."""
-    from alembic import command
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer Sprout than this one: this code must not touch it."""
+
+
+class SchemaBehindError(RuntimeError):
+    """The database's schema is older than this code's, and this process was told not to migrate it."""
+
+
+def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     config.attributes["database_url"] = normalize_database_url(url)
+    return config
+
+
+def schema_revisions(url: str) -> tuple[str | None, str]:
+    """(the database's Alembic revision, or None for an empty database; the newest revision this code knows)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config(url)).get_current_head()
+    assert head is not None
+    engine = create_engine(normalize_database_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    return current, head
+
+
+def check_schema(url: str, *, allow_behind: bool) -> tuple[str | None, str]:
+    """SchemaTooNewError when the database holds a revision this code does not know (a newer Sprout migrated
+    it); SchemaBehindError when it is older and `allow_behind` is False. Returns (current, head)."""
+    from alembic.script import ScriptDirectory
+
+    current, head = schema_revisions(url)
+    if current is not None and current != head:
+        script = ScriptDirectory.from_config(_alembic_config(url))
+        try:
+            script.get_revision(current)
+        except Exception:  # noqa: BLE001 (alembic raises several kinds for an unknown revision)
+            raise SchemaTooNewError(
+                f"the database's schema is at revision {current}, newer than this Sprout knows (its newest is "
+                f"{head}): a newer version migrated it. Upgrade Sprout here before running it against this "
+                "database."
+            ) from None
+    if current != head and not allow_behind:
+        raise SchemaBehindError(
+            f"the database's schema is at revision {current or 'none'}, older than this Sprout's {head}: run "
+            "`sprout migrate` (or start this process with migrations allowed)"
+        )
+    return current, head
+
+
+def run_migrations(url: str) -> None:
+    """Bring the schema to the newest Alembic revision (what `sprout migrate` and every start-up do). A current
+    schema costs one read and no lock, so a fleet of processes starting together does not queue; otherwise they
+    take turns under a lock: the first migrates, the others find the schema current. A database migrated by a
+    newer Sprout is refused (SchemaTooNewError), never downgraded or written."""
+    from alembic import command
+
+    current, head = check_schema(url, allow_behind=True)
+    if current == head:
+        return
     with _migration_lock(url):
-        command.upgrade(config, "head")
+        command.upgrade(_alembic_config(url), "head")
 
 
 @contextmanager

@@ -120,6 +120,7 @@ class FineTuneJob(LeasedJob, Base):
     __table_args__ = (
         Index("ix_fine_tune_job_status_created", "status", "created_at"),
         Index("ix_fine_tune_job_dataset", "dataset_id", "id"),
+        Index("ix_fine_tune_job_claim", "status", "priority", "id"),  # the queue's order
         CheckConstraint(
             "status <> 'running' OR (worker_id IS NOT NULL AND lease_until IS NOT NULL)",
             name="running_is_leased",

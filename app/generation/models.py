@@ -47,6 +47,8 @@ class GenerationJob(LeasedJob, Base):
     __tablename__ = "generation_job"
     __table_args__ = (
         Index("ix_generation_job_status_created", "status", "created_at"),
+        Index("ix_generation_job_claim", "status", "priority", "id"),  # the queue's order
+        Index("ix_generation_job_dataset_status", "dataset_id", "status"),  # the per-dataset running limit
         CheckConstraint(
             "requested >= 1 AND requests >= 0 AND prompts >= 0 AND raw >= 0 AND parsed >= 0 AND duplicates >= 0 "
             "AND accepted >= 0 AND errors >= 0 AND prompt_tokens >= 0 AND completion_tokens >= 0 AND attempt >= 0",
@@ -80,6 +82,8 @@ class GenerationJob(LeasedJob, Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Seconds its runs took, over every attempt (usage: time per job, per dataset, per backend).
+    busy_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
 
 
 class GenerationReply(Base):

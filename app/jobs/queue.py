@@ -3,10 +3,14 @@
 Sprout keeps its own queue because the embedded default runs on SQLite (procrastinate is PostgreSQL-only,
 APScheduler 4 is a pre-release). Every state change is one conditional UPDATE, so two workers, or a worker and
 a cancelling user, can never both win:
-- claim:   queued -> running, attempt + 1, lease_until = database time + lease.
+- claim:   queued -> running, attempt + 1, lease_until = database time + lease; highest priority first, then the
+  oldest; a job waiting out a retry backoff (not_before) is skipped, and so is one whose dataset already has as
+  many running jobs as its limit allows.
 - fence:   every write of a runner carries WHERE id, worker_id, attempt, status = running, lease not expired.
   A runner whose lease lapsed (its process stalled, the job was requeued and claimed again) writes nothing.
 - release: a stopping worker hands its job back (queued again, or cancelled if a cancel was asked for).
+- retry:   a job that met a transient failure (its model server down, its database gone) goes back to the queue
+  with a growing backoff, until it used its attempts.
 - requeue: running jobs whose lease expired go back to the queue, or fail once they used their attempts.
 - cancel:  queued -> cancelled at once; running -> cancel_requested (the runner stops and finishes it).
 Times come from the database's clock (`utc_now`), so machines with skewed clocks agree on who holds a lease.
@@ -18,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
+from tenacity import RetryCallState, wait_random_exponential
 
-from app.core.db import utc_now, utcnow
+from app.core.db import try_serialize, utc_now, utcnow
 from app.core.errors import ConflictError, NotFoundError
 from app.core.text import storable
 from app.jobs.models import JobStatus, LeasedJob
@@ -55,6 +60,10 @@ def fence(model: type[LeasedJob], claim: Claim) -> list[Any]:
     ]
 
 
+# Advisory-lock namespace of per-dataset claim decisions ("SPDC").
+DATASET_CLAIM_LOCK = 0x5350_4443
+
+
 def claim_next(
     session: Session,
     model: type[LeasedJob],
@@ -63,12 +72,33 @@ def claim_next(
     *,
     job_id: int | None = None,
     where: Sequence[Any] = (),
+    per_dataset_limit: int | None = None,
 ) -> Claim | None:
-    """Take the oldest queued job (or the given one) that also meets `where`; None when there is none."""
-    query = select(model.id).where(model.status == JobStatus.queued, *where)  # type: ignore[attr-defined]
+    """Take the next queued job (or the given one) that also meets `where`: highest priority first, then the
+    oldest, skipping jobs still waiting out a retry backoff. With `per_dataset_limit`, a job whose dataset
+    already has that many running jobs of this kind is left for later. None when nothing can be claimed."""
+    ready = or_(model.not_before.is_(None), model.not_before <= utc_now())
+    query = select(model.id, getattr(model, "dataset_id", literal(None))).where(  # type: ignore[attr-defined]
+        model.status == JobStatus.queued, ready, *where
+    )
     if job_id is not None:
         query = query.where(model.id == job_id)  # type: ignore[attr-defined]
-    for candidate in session.scalars(query.order_by(model.id).limit(8)):  # type: ignore[attr-defined]
+    query = query.order_by(model.priority.desc(), model.id).limit(8)  # type: ignore[attr-defined]
+    for candidate, dataset_id in session.execute(query):
+        if per_dataset_limit is not None and dataset_id is not None:
+            # Two claimers must not both see the dataset one job short of its limit: the decision is taken under
+            # a per-dataset lock (PostgreSQL; SQLite's write transaction is one already). A busy lock means
+            # another worker is deciding for this dataset right now: try the next candidate instead of waiting.
+            if not try_serialize(session, DATASET_CLAIM_LOCK, dataset_id):
+                continue
+            running = session.scalar(
+                select(func.count()).where(
+                    model.dataset_id == dataset_id,  # type: ignore[attr-defined]
+                    model.status == JobStatus.running,
+                )
+            )
+            if (running or 0) >= per_dataset_limit:
+                continue
         attempt = session.scalar(
             update(model)
             .execution_options(synchronize_session=False)
@@ -79,6 +109,7 @@ def claim_next(
                 lease_until=utc_now(lease_seconds),
                 started_at=utcnow(),
                 attempt=model.attempt + 1,
+                not_before=None,
             )
             .returning(model.attempt)
         )
@@ -157,6 +188,51 @@ def release(session: Session, model: type[LeasedJob], claim: Claim) -> None:
         worker_id=None,
         lease_until=None,
     )
+
+
+def retry_delay(attempt: int, *, initial: float = 5.0, maximum: float = 300.0) -> float:
+    """Seconds a job waits before its next attempt after a transient failure: jittered exponential backoff
+    (tenacity's), so many jobs failed by one outage do not all come back at the same instant."""
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = max(1, attempt)
+    return float(wait_random_exponential(multiplier=initial, max=maximum)(state))
+
+
+def retry_later(
+    session: Session,
+    model: type[LeasedJob],
+    claim: Claim,
+    *,
+    reason: str,
+    max_attempts: int,
+    initial: float = 5.0,
+    maximum: float = 300.0,
+) -> JobStatus:
+    """A transient failure (its model server unreachable, its database gone): back to the queue, claimable again
+    after a backoff that grows with the attempt, or failed once it used `max_attempts` claims. Its stored work
+    stays: the next attempt resumes from it. Returns the status the job is left in."""
+    if claim.attempt >= max_attempts:
+        finish(
+            session,
+            model,
+            claim,
+            JobStatus.failed,
+            error=f"failed after {claim.attempt} attempt(s); last: {reason}",
+        )
+        return JobStatus.failed
+    delay = retry_delay(claim.attempt, initial=initial, maximum=maximum)
+    fenced_update(
+        session,
+        model,
+        claim,
+        status=case((model.cancel_requested.is_(True), JobStatus.cancelled), else_=JobStatus.queued),
+        message=storable(f"attempt {claim.attempt} of {max_attempts} failed ({reason}); retrying in {delay:.0f} s"),
+        finished_at=case((model.cancel_requested.is_(True), utcnow()), else_=None),
+        not_before=utc_now(delay),
+        worker_id=None,
+        lease_until=None,
+    )
+    return JobStatus.queued
 
 
 def requeue_expired(session: Session, model: type[LeasedJob], max_attempts: int) -> dict[str, int]:

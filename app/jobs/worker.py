@@ -1,9 +1,12 @@
-"""The in-process worker: claims queued generation and fine-tuning jobs from the database and runs them.
+"""The worker: claims queued generation and fine-tuning jobs from the database and runs them, fires due schedules,
+and writes its heartbeat. It runs inside `sprout serve` (the embedded default) or as its own process
+(`sprout worker`, app/cli/worker.py), any number of them on any number of machines against one database.
 
-The database is the queue, so a job queued by the API, the CLI or another process is picked up the same way,
-and a job whose worker died is put back by its expired lease. Fine-tuning jobs take two kinds of slot: the
-check of their files (cheap, as many as generation slots) and training (`finetune_concurrency`, one by default:
-a training uses every core). [6/8] adds worker processes and schedules.
+The database is the queue, so a job queued by the API, the CLI, a schedule or another process is picked up the
+same way, and a job whose worker died is put back by its expired lease. Generation jobs are claimed by
+priority, then age, at most `dataset_max_running_jobs` per dataset at once. Fine-tuning jobs take two kinds of
+slot: the check of their files (cheap, as many as generation slots) and training (`finetune_concurrency`, one
+by default: a training uses every core).
 """
 
 from __future__ import annotations
@@ -20,17 +23,24 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
-from app.core.db import transaction
+from app.core.db import SchemaTooNewError, check_schema, transaction
 from app.finetune.auto import feed_all
 from app.finetune.models import FineTuneJob
 from app.finetune.runner import FinetuneRunner
 from app.generation.models import GenerationJob
 from app.generation.pipeline.runner import GenerationRunner
+from app.jobs import workers
 from app.jobs.models import LeasedJob
 from app.jobs.queue import Claim, claim_next, requeue_expired
 from app.llm.registry import BackendRegistry
+from app.ops import metrics
+from app.ops.logs import bind
+from app.schedules.service import fire_due
 
 log = logging.getLogger(__name__)
+
+# How often a running worker looks at the schema's revision: a newer Sprout may have migrated the database.
+SCHEMA_CHECK_SECONDS = 60.0
 
 
 def new_worker_id() -> str:
@@ -39,20 +49,42 @@ def new_worker_id() -> str:
 
 class Worker:
     def __init__(
-        self, sessions: sessionmaker[Session], settings: Settings, registry: BackendRegistry
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        registry: BackendRegistry,
+        *,
+        kind: str = "service",
+        database_url: str | None = None,
     ) -> None:
+        """`kind` is what the fleet sees ("service": inside `sprout serve`, "worker": its own process);
+        `database_url` lets it watch the schema's revision (a newer Sprout's migration stops it)."""
         self._sessions = sessions
         self._settings = settings
         self._runner = GenerationRunner(sessions, settings, registry)
         self._finetune = FinetuneRunner(sessions, settings, registry)
+        self._registry = registry
+        self.kind = kind
         self.worker_id = new_worker_id()
+        self._database_url = database_url
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_auto_feed = 0.0
+        self._next_heartbeat = 0.0
+        self._next_schedules = 0.0
+        self._next_schema_check = time.monotonic() + SCHEMA_CHECK_SECONDS
+        self._registered = False
+        self._claimed = 0
         self._validations: set[asyncio.Task[None]] = set()
         self._trainings: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
+        self.stopped = asyncio.Event()  # set when the loop ended by itself (a newer schema)
+        self.refusal: str | None = None
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks) + len(self._validations) + len(self._trainings)
 
     def start(self) -> None:
         self._event_loop = asyncio.get_running_loop()
@@ -71,10 +103,20 @@ class Worker:
             if task is not None:
                 task.cancel()
         await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        if self._registered:
+            try:
+                await asyncio.to_thread(self._write, workers.mark_stopped, self.worker_id)
+            except Exception:  # noqa: BLE001 (the row's heartbeat goes stale instead)
+                log.warning("could not mark worker %s stopped", self.worker_id, exc_info=True)
 
     async def _loop(self) -> None:
+        bind(worker_id=self.worker_id)  # every line this worker and its jobs log carries it
         while True:
             try:
+                await self._housekeeping()
+                if self.refusal is not None:
+                    self.stopped.set()
+                    return
                 await self._fill_slots()
             except Exception:  # noqa: BLE001 (the database may be briefly unavailable; try again)
                 log.exception("worker could not claim jobs")
@@ -84,12 +126,48 @@ class Worker:
                 pass
             self._wake.clear()
 
+    async def _housekeeping(self) -> None:
+        """Registration and heartbeat, the schema watch, due schedules: each at its own pace."""
+        now = time.monotonic()
+        if not self._registered:
+            await asyncio.to_thread(self._write, workers.register, self.worker_id, self.kind)
+            self._registered = True
+            log.info("worker %s registered (%s)", self.worker_id, self.kind)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self._settings.worker_heartbeat_seconds
+            await asyncio.to_thread(
+                self._write, workers.heartbeat, self.worker_id, running=self.running, claimed=self._claimed
+            )
+            metrics.mark_heartbeat(self.worker_id)
+        if self._database_url is not None and now >= self._next_schema_check:
+            self._next_schema_check = now + SCHEMA_CHECK_SECONDS
+            try:
+                await asyncio.to_thread(check_schema, self._database_url, allow_behind=True)
+            except SchemaTooNewError as exc:
+                self.refusal = str(exc)
+                log.error("worker %s stops: %s", self.worker_id, exc)
+                return
+        if self._settings.schedules_enabled and now >= self._next_schedules:
+            self._next_schedules = now + self._settings.schedule_poll_seconds
+            queued = await asyncio.to_thread(
+                fire_due, self._sessions, self._settings, self._registry, self.worker_id
+            )
+            if queued:
+                log.info("schedules queued generation jobs %s", ", ".join(map(str, queued)))
+
+    def _write(self, step: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        with transaction(self._sessions) as session:
+            step(session, *args, **kwargs)
+
     async def _fill_slots(self) -> None:
         await asyncio.to_thread(self._requeue_expired)
         while len(self._tasks) < self._settings.worker_concurrency:
-            claim = await asyncio.to_thread(self._claim)
+            claim = await asyncio.to_thread(
+                self._claim, GenerationJob, (), self._settings.dataset_max_running_jobs
+            )
             if claim is None:
                 break
+            metrics.JOBS_CLAIMED.labels("generation").inc()
             task = asyncio.create_task(self._run(claim), name=f"generation-job-{claim.job_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -110,6 +188,7 @@ class Worker:
                 claim = await asyncio.to_thread(self._claim_finetune, validated)
                 if claim is None:
                     break
+                metrics.JOBS_CLAIMED.labels("fine_tune").inc()
                 task = asyncio.create_task(
                     self._run_finetune(run, claim), name=f"fine-tune-job-{claim.job_id}"
                 )
@@ -117,17 +196,33 @@ class Worker:
                 task.add_done_callback(tasks.discard)
 
     async def _run_finetune(self, run: Callable[[Claim], Awaitable[None]], claim: Claim) -> None:
+        bind(job_id=claim.job_id, job_kind="fine_tune")
         await run(claim)
+        metrics.JOBS_FINISHED.labels("fine_tune", "ended").inc()
         self._wake.set()  # a validated job waits for a training slot: look again now
 
     async def _run(self, claim: Claim) -> None:
         status = await self._runner.run(claim)
-        log.info("generation job %s finished: %s", claim.job_id, status.value if status else "handed over")
+        outcome = status.value if status else "handed_over"
+        metrics.JOBS_FINISHED.labels("generation", outcome).inc()
+        log.info("generation job %s finished: %s", claim.job_id, outcome)
         self._wake.set()
 
-    def _claim(self, model: type[LeasedJob] = GenerationJob, where: Sequence[Any] = ()) -> Claim | None:
+    def _claim(
+        self, model: type[LeasedJob], where: Sequence[Any] = (), per_dataset_limit: int | None = None
+    ) -> Claim | None:
         with transaction(self._sessions) as session:
-            return claim_next(session, model, self.worker_id, self._settings.job_lease_seconds, where=where)
+            claim = claim_next(
+                session,
+                model,
+                self.worker_id,
+                self._settings.job_lease_seconds,
+                where=where,
+                per_dataset_limit=per_dataset_limit,
+            )
+        if claim is not None:
+            self._claimed += 1
+        return claim
 
     def _claim_finetune(self, validated: bool) -> Claim | None:
         return self._claim(FineTuneJob, [FineTuneJob.files_validated.is_(validated)])

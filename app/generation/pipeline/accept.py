@@ -14,6 +14,7 @@ rebuilt from the database before the next call.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ from app.dedup.remote import IndexProcess
 from app.generation.models import GenerationJob, GenerationReply, Item, ItemStatus
 from app.generation.pipeline.screening import Candidate, ScreenedReply
 from app.jobs.queue import Claim, fenced_update
+from app.ops import metrics
 from app.reports.language import script_language
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,8 @@ class AcceptStep:
 
     def accept(self, replies: Sequence[ScreenedReply]) -> AcceptOutcome:
         """Store `replies` in order (stopping once the job's count is reached) in one fenced transaction."""
+        started = time.perf_counter()
+        before = self.counters
         try:
             with transaction(self._sessions) as session:
                 serialize(session, ACCEPT_LOCK, self._dataset_id)
@@ -243,6 +247,13 @@ class AcceptStep:
         except BaseException:
             self.close()  # the index may hold texts of this batch, which was not stored: rebuild it
             raise
+        metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+        after = outcome.counters
+        metrics.ACCEPT_CANDIDATES.labels("accepted").inc(after.accepted - before.accepted)
+        metrics.ACCEPT_CANDIDATES.labels("duplicate").inc(after.duplicates - before.duplicates)
+        metrics.ACCEPT_CANDIDATES.labels("filtered").inc(
+            sum(after.filtered.values()) - sum(before.filtered.values())
+        )
         self.counters = outcome.counters
         self._index.committed(new_ids, last_id)
         return outcome

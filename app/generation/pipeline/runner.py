@@ -7,7 +7,10 @@ Three tasks share a job:
   new answers queue up (a bounded number: backpressure), so the commit cadence follows the load;
 - the heartbeat renews the lease and notices a cancel.
 The job ends when its count is accepted, its prompt budget is spent, it is cancelled, its errors exceed their
-budget, an error no retry can fix arrives, or its lease is lost. Requests still in flight are then cancelled
+budget, an error no retry can fix arrives, or its lease is lost. The error budget counts per attempt: when it
+is spent by a model server that stayed unreachable through each request's retries (every replica down, a
+restart), the failure is transient and ends this attempt only: the job goes back to the queue with a backoff
+and resumes from what it stored, until it has used its attempts. Requests still in flight are then cancelled
 (an abandoned request costs nothing more). The event loop only awaits: screening, deduplication and every
 database call run in worker threads.
 """
@@ -40,8 +43,10 @@ from app.generation.pipeline.requests import LLMRequest, RequestSpec, build_requ
 from app.generation.pipeline.screening import ScreenedReply, failed_reply, screen_reply
 from app.generation.templates import PromptTemplates, load_templates
 from app.jobs.models import JobStatus
-from app.jobs.queue import Claim, LeaseLostError, finish, release, renew
+from app.jobs.queue import Claim, LeaseLostError, fenced_update, finish, release, renew, retry_later
 from app.llm import BackendRegistry, LLMBackend, LLMError, LLMFatalError, UnknownBackendError
+from app.llm.base import LLMUnavailableError
+from app.ops.logs import bind
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,7 @@ class Ending(enum.Enum):
     cancelled = "cancelled"
     fatal = "fatal"
     errors = "errors"
+    unavailable = "unavailable"  # errors past the budget, the last one an unreachable server: retry later
     lease_lost = "lease_lost"
 
 
@@ -85,9 +91,12 @@ class GenerationRunner:
     async def run(self, claim: Claim, *, on_progress: ProgressCallback | None = None) -> JobStatus | None:
         """Run a claimed job to its end; its final status, or None when the lease was lost (someone else owns
         it now) or the run was cancelled by a stopping worker (the job went back to the queue)."""
+        bind(job_id=claim.job_id, job_kind="generation")  # this task's log lines carry them (app/ops/logs.py)
+        busy = _BusyClock()
         try:
             try:
                 ctx = await asyncio.to_thread(self._load, claim)
+                bind(dataset_id=ctx.dataset_id)
                 backend = await self._registry.get(ctx.backend)
                 if ctx.params.model:  # a tuned model: the server forgets adapters when it restarts
                     await ensure_loaded(
@@ -102,10 +111,10 @@ class GenerationRunner:
                 OSError,
             ) as exc:  # e.g. a template file gone
                 return await self._finish(claim, JobStatus.failed, error=str(exc))
-            run = _JobRun(self, claim, ctx, backend, on_progress)
+            run = _JobRun(self, claim, ctx, backend, on_progress, busy)
             return await run.execute()
         except asyncio.CancelledError:
-            await asyncio.shield(asyncio.to_thread(self._release, claim))
+            await asyncio.shield(asyncio.to_thread(self._release, claim, busy.take()))
             raise
         except LeaseLostError:
             return None
@@ -146,10 +155,11 @@ class GenerationRunner:
             raise ValueError("the dataset has no seed tasks: import seeds before generating")
         return ctx
 
-    def _release(self, claim: Claim) -> None:
+    def _release(self, claim: Claim, busy_seconds: float = 0.0) -> None:
         """A stopping worker hands its job back to the queue at once instead of letting the lease run out."""
         try:
             with transaction(self._sessions) as session:
+                fenced_update(session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds)
                 release(session, GenerationJob, claim)
         except LeaseLostError:
             pass
@@ -157,11 +167,25 @@ class GenerationRunner:
             log.warning("could not release generation job %s", claim.job_id, exc_info=True)
 
     async def _finish(
-        self, claim: Claim, status: JobStatus, *, message: str | None = None, error: str | None = None
+        self,
+        claim: Claim,
+        status: JobStatus,
+        *,
+        message: str | None = None,
+        error: str | None = None,
+        busy_seconds: float = 0.0,
     ) -> JobStatus | None:
         def write() -> None:
             with transaction(self._sessions) as session:
-                finish(session, GenerationJob, claim, status, message=message, error=error)
+                finish(
+                    session,
+                    GenerationJob,
+                    claim,
+                    status,
+                    message=message,
+                    error=error,
+                    busy_seconds=GenerationJob.busy_seconds + busy_seconds,
+                )
 
         try:
             await asyncio.to_thread(write)
@@ -169,8 +193,34 @@ class GenerationRunner:
             return None
         return status
 
-    def renew(self, claim: Claim) -> bool:
+    async def _retry_later(self, claim: Claim, reason: str, busy_seconds: float) -> JobStatus | None:
+        """A transient failure: back to the queue with a backoff (or failed once out of attempts)."""
+
+        def write() -> JobStatus:
+            with transaction(self._sessions) as session:
+                fenced_update(session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds)
+                settings = self._settings
+                return retry_later(
+                    session,
+                    GenerationJob,
+                    claim,
+                    reason=reason,
+                    max_attempts=settings.job_max_attempts,
+                    initial=settings.job_retry_initial_seconds,
+                    maximum=settings.job_retry_max_seconds,
+                )
+
+        try:
+            status = await asyncio.to_thread(write)
+        except LeaseLostError:
+            return None
+        log.warning("generation job %s: %s; left %s", claim.job_id, reason, status.value)
+        return status if status.is_final else None
+
+    def renew(self, claim: Claim, busy_seconds: float = 0.0) -> bool:
         with transaction(self._sessions) as session:
+            if busy_seconds:
+                fenced_update(session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds)
             return renew(session, GenerationJob, claim, self._settings.job_lease_seconds)
 
 
@@ -184,8 +234,10 @@ class _JobRun:
         ctx: JobContext,
         backend: LLMBackend,
         on_progress: ProgressCallback | None,
+        busy: _BusyClock,
     ) -> None:
         self._runner = runner
+        self._busy = busy
         self._claim = claim
         self._ctx = ctx
         self._backend = backend
@@ -213,7 +265,7 @@ class _JobRun:
         self._ending: Ending | None = None
         self._reason: str | None = None
         self._prompts_started = ctx.counters.prompts
-        self._errors = ctx.counters.errors
+        self._errors = 0  # the error budget is per attempt: a retried job gets it afresh
 
     # --- the end ------------------------------------------------------------------------------------------
 
@@ -225,7 +277,7 @@ class _JobRun:
     async def execute(self) -> JobStatus | None:
         counters = self._accept.counters
         if counters.accepted >= self._ctx.params.count:  # resumed after its last batch, before finishing
-            return await self._runner._finish(self._claim, JobStatus.succeeded)
+            return await self._runner._finish(self._claim, JobStatus.succeeded, busy_seconds=self._busy.take())
         # The heartbeat starts first: building a large dataset's index can take longer than a lease.
         heartbeat = asyncio.create_task(self._heartbeat(), name=f"job-{self._claim.job_id}-heartbeat")
         producer: asyncio.Task[None] | None = None
@@ -244,24 +296,30 @@ class _JobRun:
     async def _conclude(self) -> JobStatus | None:
         params, counters = self._ctx.params, self._accept.counters
         ending = self._ending
+        busy = self._busy.take()
         if ending is Ending.lease_lost:
             log.warning("generation job %s: lease lost; another worker owns it now", self._claim.job_id)
             return None
+        if ending is Ending.unavailable:
+            return await self._runner._retry_later(self._claim, self._reason or "model server unreachable", busy)
         if ending is Ending.done:
-            return await self._runner._finish(self._claim, JobStatus.succeeded)
+            return await self._runner._finish(self._claim, JobStatus.succeeded, busy_seconds=busy)
         if ending is Ending.budget:
             message = (
                 f"prompt budget of {params.max_prompts} used up: accepted {counters.accepted} of {params.count} "
                 "(raise max_prompts or use a stronger model)"
             )
-            return await self._runner._finish(self._claim, JobStatus.succeeded, message=message)
+            return await self._runner._finish(
+                self._claim, JobStatus.succeeded, message=message, busy_seconds=busy
+            )
         if ending is Ending.cancelled:
             return await self._runner._finish(
                 self._claim,
                 JobStatus.cancelled,
                 message="cancelled while running; the items already accepted are kept",
+                busy_seconds=busy,
             )
-        return await self._runner._finish(self._claim, JobStatus.failed, error=self._reason)
+        return await self._runner._finish(self._claim, JobStatus.failed, error=self._reason, busy_seconds=busy)
 
     # --- producer -----------------------------------------------------------------------------------------
 
@@ -337,7 +395,7 @@ class _JobRun:
                 return
             except LLMError as exc:
                 screened = failed_reply(request, str(exc), latency_ms=_ms_since(started))
-                self._count_error(screened.error)
+                self._count_error(screened.error, transient=isinstance(exc, LLMUnavailableError))
             else:
                 settings = self._runner._settings
                 screened = await asyncio.to_thread(
@@ -357,12 +415,13 @@ class _JobRun:
             if not queued:
                 self._pending.release()
 
-    def _count_error(self, error: str | None) -> None:
-        """Failed requests are stored like any reply; past the budget the job stops sending new ones."""
+    def _count_error(self, error: str | None, *, transient: bool = False) -> None:
+        """Failed requests are stored like any reply; past the budget (of this attempt) the job stops sending
+        new ones: for good, or to be retried later when the last failure was an unreachable server."""
         self._errors += 1
         if self._errors > self._ctx.params.max_errors:
             self._end(
-                Ending.errors,
+                Ending.unavailable if transient else Ending.errors,
                 f"{self._errors} requests failed (more than the error budget of {self._ctx.params.max_errors}); "
                 f"last error: {error}",
             )
@@ -458,7 +517,7 @@ class _JobRun:
         while self._ending is None:
             await asyncio.sleep(interval)
             try:
-                cancel_requested = await asyncio.to_thread(self._runner.renew, self._claim)
+                cancel_requested = await asyncio.to_thread(self._runner.renew, self._claim, self._busy.take())
             except LeaseLostError:
                 self._end(Ending.lease_lost)
                 return
@@ -467,6 +526,19 @@ class _JobRun:
                 continue
             if cancel_requested:
                 self._end(Ending.cancelled)
+
+
+class _BusyClock:
+    """Seconds of running time not yet added to the job's `busy_seconds` (each heartbeat and the end add them,
+    so a killed worker loses at most one heartbeat's worth)."""
+
+    def __init__(self) -> None:
+        self._mark = time.monotonic()
+
+    def take(self) -> float:
+        now = time.monotonic()
+        elapsed, self._mark = now - self._mark, now
+        return elapsed
 
 
 def _ms_since(started: float) -> float:

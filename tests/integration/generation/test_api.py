@@ -408,7 +408,7 @@ def test_a_backend_that_stays_down_fails_the_job_past_its_error_budget(database_
             "LLM server http://127.0.0.1:9/v1 failed after 7 attempt(s): connection refused"
         )
     )
-    with running_service(make_settings(database_url), down) as client:
+    with running_service(make_settings(database_url, job_max_attempts=1), down) as client:
         dataset_id = _dataset_with_seeds(client)
         body = {"count": 3, "max_errors": 2}
         job = wait_for_job(
@@ -575,7 +575,7 @@ def test_no_request_can_make_the_server_contact_an_address_it_was_not_configured
     backends = {"remote": {"kind": "openai", "base_url": configured, "max_retries": 0}}
     try:
         with running_service(
-            make_settings(database_url, backends=backends, default_backend="remote")
+            make_settings(database_url, backends=backends, default_backend="remote", job_max_attempts=1)
         ) as client:
             dataset_id = client.post(
                 "/v1/datasets", json={"name": "ssrf", "settings": {"base_url": target}}

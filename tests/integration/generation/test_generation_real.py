@@ -109,7 +109,9 @@ def test_a_server_that_is_down_fails_the_job_past_its_error_budget(tmp_path) -> 
     backends = {
         "down": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "max_retries": 1, "backoff_max": 0.1}
     }
-    settings = make_settings(f"sqlite:///{tmp_path / 'down.db'}", backends=backends, default_backend="down")
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'down.db'}", backends=backends, default_backend="down", job_max_attempts=1
+    )
     with running_service(settings) as client:
         job, items, replies = _run_job(client, {"count": 2, "max_errors": 1})
     assert job["status"] == "failed" and "127.0.0.1:9" in job["error"] and "error budget" in job["error"]

@@ -222,7 +222,7 @@ def test_errors_past_the_budget_fail_the_job_naming_the_cause(sessions, database
         lambda _p: LLMUnavailableError("LLM server http://gpu:8000/v1 failed after 7 attempts: HTTP 503"),
         max_in_flight=2,
     )
-    settings, registry = make(database_url, backend)
+    settings, registry = make(database_url, backend, job_max_attempts=1)  # its last attempt: no retry
     claim = setup_job(sessions, settings, registry, count=50, max_errors=3)
     assert run(sessions, settings, registry, claim) == JobStatus.failed
     job, items, replies = stored(sessions, claim.job_id)
