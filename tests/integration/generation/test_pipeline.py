@@ -231,6 +231,38 @@ def test_errors_past_the_budget_fail_the_job_naming_the_cause(sessions, database
     assert_consistent(job, items, replies)
 
 
+def test_a_server_down_past_the_budget_retries_the_job_later_and_it_resumes(sessions, database_url: str) -> None:
+    """A transient outage (every request unreachable after its own retries) ends the attempt, not the job: it is
+    queued again behind a backoff, and the next claim resumes from what it stored, with a fresh error budget."""
+    outage = {"on": True}
+    tasks = distinct_tasks()
+
+    def script(prompt: str) -> Any:
+        if outage["on"]:
+            return LLMUnavailableError("LLM server http://gpu:8000/v1 failed after 7 attempt(s): connection refused")
+        return tasks(prompt)
+
+    backend = ScriptedBackend(script, max_in_flight=2)
+    settings, registry = make(database_url, backend, job_max_attempts=3, job_retry_initial_seconds=0)
+    claim = setup_job(sessions, settings, registry, count=10, max_errors=2)
+    assert run(sessions, settings, registry, claim) is None  # handed back, not failed
+    job, items, replies = stored(sessions, claim.job_id)
+    assert job.status is JobStatus.queued and job.error is None and job.not_before is not None
+    assert "retrying" in job.message and "connection refused" in job.message
+    assert 3 <= job.errors and job.accepted == 0 and job.busy_seconds > 0
+    assert_consistent(job, items, replies)
+    outage["on"] = False
+    with transaction(sessions) as session:
+        again = claim_next(session, GenerationJob, "tester-2", settings.job_lease_seconds)
+    assert again is not None and again.job_id == claim.job_id and again.attempt == 2
+    _, registry = make(database_url, ScriptedBackend(script, max_in_flight=2))  # the first run closed its own
+    status = run(sessions, settings, registry, again)
+    job, items, replies = stored(sessions, claim.job_id)
+    assert status is JobStatus.succeeded, job.error
+    assert job.accepted >= 10 and job.not_before is None
+    assert_consistent(job, items, replies)
+
+
 def test_an_error_no_retry_can_fix_fails_the_job_at_once(sessions, database_url: str) -> None:
     backend = ScriptedBackend(
         lambda _p: LLMFatalError("not found (HTTP 404; unknown model or wrong base_url)"), max_in_flight=4
