@@ -49,6 +49,13 @@ def generate(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Send one request and show what became of it; store nothing.")
     ] = False,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue", help="Only queue the job for the workers (`sprout worker`) and print its id."
+        ),
+    ] = False,
+    priority: Annotated[int, typer.Option(min=-100, max=100, help="Queue order: higher first.")] = 0,
 ) -> None:
     """Generate items in the foreground, with a progress bar and a summary table."""
     settings = get_settings()
@@ -63,6 +70,7 @@ def generate(
             temperature=temperature,
             max_tokens=max_tokens,
             seed=seed,
+            priority=priority,
         )
     except ValidationError as exc:
         raise fail(
@@ -82,6 +90,9 @@ def generate(
         worker_id = new_worker_id()
         with transaction(sessions) as session:
             job_id = queue_job(session, dataset_id, params, settings, registry).id
+        if queue:
+            console.print(plain(f"queued generation job {job_id} (priority {priority}) in dataset ", dataset))
+            return
         with transaction(sessions) as session:
             # Claim this very job (the oldest queued one might belong to a running service).
             claim = claim_next(session, GenerationJob, worker_id, settings.job_lease_seconds, job_id=job_id)

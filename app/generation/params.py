@@ -19,6 +19,9 @@ class GenerationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     count: int = Field(default=10, ge=1, le=1_000_000, description="Items to accept (stored as pending).")
+    priority: int = Field(
+        default=0, ge=-100, le=100, description="Queue order: higher first; among equals, the oldest."
+    )
     backend: str | None = Field(
         default=None,
         min_length=1,

@@ -42,6 +42,7 @@ def queue_job(
         backend=backend,
         seed=seed,
         status=JobStatus.queued,
+        priority=params.priority,
         requested=params.count,
         filtered={},
     )

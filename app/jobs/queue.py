@@ -226,7 +226,9 @@ def retry_later(
         model,
         claim,
         status=case((model.cancel_requested.is_(True), JobStatus.cancelled), else_=JobStatus.queued),
-        message=storable(f"attempt {claim.attempt} of {max_attempts} failed ({reason}); retrying in {delay:.0f} s"),
+        message=storable(
+            f"attempt {claim.attempt} of {max_attempts} failed ({reason}); retrying in {delay:.0f} s"
+        ),
         finished_at=case((model.cancel_requested.is_(True), utcnow()), else_=None),
         not_before=utc_now(delay),
         worker_id=None,

@@ -159,7 +159,9 @@ class GenerationRunner:
         """A stopping worker hands its job back to the queue at once instead of letting the lease run out."""
         try:
             with transaction(self._sessions) as session:
-                fenced_update(session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds)
+                fenced_update(
+                    session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds
+                )
                 release(session, GenerationJob, claim)
         except LeaseLostError:
             pass
@@ -198,7 +200,9 @@ class GenerationRunner:
 
         def write() -> JobStatus:
             with transaction(self._sessions) as session:
-                fenced_update(session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds)
+                fenced_update(
+                    session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds
+                )
                 settings = self._settings
                 return retry_later(
                     session,
@@ -220,7 +224,9 @@ class GenerationRunner:
     def renew(self, claim: Claim, busy_seconds: float = 0.0) -> bool:
         with transaction(self._sessions) as session:
             if busy_seconds:
-                fenced_update(session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds)
+                fenced_update(
+                    session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds
+                )
             return renew(session, GenerationJob, claim, self._settings.job_lease_seconds)
 
 
@@ -277,7 +283,9 @@ class _JobRun:
     async def execute(self) -> JobStatus | None:
         counters = self._accept.counters
         if counters.accepted >= self._ctx.params.count:  # resumed after its last batch, before finishing
-            return await self._runner._finish(self._claim, JobStatus.succeeded, busy_seconds=self._busy.take())
+            return await self._runner._finish(
+                self._claim, JobStatus.succeeded, busy_seconds=self._busy.take()
+            )
         # The heartbeat starts first: building a large dataset's index can take longer than a lease.
         heartbeat = asyncio.create_task(self._heartbeat(), name=f"job-{self._claim.job_id}-heartbeat")
         producer: asyncio.Task[None] | None = None
@@ -301,7 +309,9 @@ class _JobRun:
             log.warning("generation job %s: lease lost; another worker owns it now", self._claim.job_id)
             return None
         if ending is Ending.unavailable:
-            return await self._runner._retry_later(self._claim, self._reason or "model server unreachable", busy)
+            return await self._runner._retry_later(
+                self._claim, self._reason or "model server unreachable", busy
+            )
         if ending is Ending.done:
             return await self._runner._finish(self._claim, JobStatus.succeeded, busy_seconds=busy)
         if ending is Ending.budget:
@@ -319,7 +329,9 @@ class _JobRun:
                 message="cancelled while running; the items already accepted are kept",
                 busy_seconds=busy,
             )
-        return await self._runner._finish(self._claim, JobStatus.failed, error=self._reason, busy_seconds=busy)
+        return await self._runner._finish(
+            self._claim, JobStatus.failed, error=self._reason, busy_seconds=busy
+        )
 
     # --- producer -----------------------------------------------------------------------------------------
 

@@ -30,7 +30,9 @@ from tests.support.sim_server import running_sim_server
 REPO = Path(__file__).resolve().parents[3]
 SEEDS = [
     SeedTaskIn(instruction="翻译成英文：你好", instances=(SeedInstance("", "Hello"),)),
-    SeedTaskIn(instruction="Name three primary colours.", instances=(SeedInstance("", "Red, blue, yellow."),)),
+    SeedTaskIn(
+        instruction="Name three primary colours.", instances=(SeedInstance("", "Red, blue, yellow."),)
+    ),
 ]
 
 
@@ -65,13 +67,19 @@ def test_sigterm_hands_the_running_job_back_and_keeps_its_items(database_url: st
     run_migrations(database_url)
     sessions = make_session_factory(create_db_engine(database_url))
     with running_sim_server(latency="lognormal", median=0.4, sigma=0.3) as sim:
-        backends = {"sim": {"kind": "openai", "base_url": sim.base_url, "model": sim.model, "max_in_flight": 2}}
+        backends = {
+            "sim": {"kind": "openai", "base_url": sim.base_url, "model": sim.model, "max_in_flight": 2}
+        }
         settings = Settings(_env_file=None, backends=backends, default_backend="sim")  # type: ignore[call-arg]
         with transaction(sessions) as session:
             dataset = create_dataset(session, "sigterm")
             import_seeds(session, dataset, SEEDS, source="test")
             job_id = queue_job(
-                session, dataset.id, GenerationParams(count=500), settings, BackendRegistry.from_settings(settings)
+                session,
+                dataset.id,
+                GenerationParams(count=500),
+                settings,
+                BackendRegistry.from_settings(settings),
             ).id
         process, log = start_worker(database_url, backends, "--log-format", "json")
         try:
@@ -90,7 +98,9 @@ def test_sigterm_hands_the_running_job_back_and_keeps_its_items(database_url: st
     with sessions() as session:
         job = session.get(GenerationJob, job_id)
         assert job.status is JobStatus.queued and job.worker_id is None and job.lease_until is None
-        assert 0 < job.accepted < job.requested and job.attempt == 1  # its work stays; the next worker resumes
+        assert (
+            0 < job.accepted < job.requested and job.attempt == 1
+        )  # its work stays; the next worker resumes
         assert job.busy_seconds > 0
         (worker,) = session.query(WorkerProcess).all()
         assert worker.kind == "worker" and worker.stopped_at is not None
@@ -135,3 +145,18 @@ def test_no_migrate_refuses_an_older_schema_with_the_way_out(database_url: str) 
     process, log = start_worker(database_url, None, "--no-migrate")
     assert process.wait(timeout=60) == 2
     assert "sprout migrate" in " ".join(tail(log).split())
+
+
+def test_generate_queue_leaves_the_job_to_the_workers_with_its_priority(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    env = {**os.environ, "SPROUT_DATABASE_URL": url}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "generate", "--seeds", str(REPO / "seeds" / "default.jsonl"),
+         "--count", "5", "--queue", "--priority", "7"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "queued generation job" in done.stdout
+    with make_session_factory(create_db_engine(url))() as session:
+        (job,) = session.query(GenerationJob).all()
+        assert (job.status, job.priority, job.requested, job.attempt) == (JobStatus.queued, 7, 5, 0)

@@ -231,7 +231,9 @@ def test_errors_past_the_budget_fail_the_job_naming_the_cause(sessions, database
     assert_consistent(job, items, replies)
 
 
-def test_a_server_down_past_the_budget_retries_the_job_later_and_it_resumes(sessions, database_url: str) -> None:
+def test_a_server_down_past_the_budget_retries_the_job_later_and_it_resumes(
+    sessions, database_url: str
+) -> None:
     """A transient outage (every request unreachable after its own retries) ends the attempt, not the job: it is
     queued again behind a backoff, and the next claim resumes from what it stored, with a fresh error budget."""
     outage = {"on": True}
@@ -239,7 +241,9 @@ def test_a_server_down_past_the_budget_retries_the_job_later_and_it_resumes(sess
 
     def script(prompt: str) -> Any:
         if outage["on"]:
-            return LLMUnavailableError("LLM server http://gpu:8000/v1 failed after 7 attempt(s): connection refused")
+            return LLMUnavailableError(
+                "LLM server http://gpu:8000/v1 failed after 7 attempt(s): connection refused"
+            )
         return tasks(prompt)
 
     backend = ScriptedBackend(script, max_in_flight=2)

@@ -71,7 +71,9 @@ def test_a_dataset_never_runs_more_jobs_than_its_limit_even_with_concurrent_clai
     assert sorted(j for j in claims if j in second) == second  # another dataset's jobs are not held up
     with transaction(sessions) as session:
         running = session.scalar(
-            select(GenerationJob.id).where(GenerationJob.id.in_(first), GenerationJob.status == "queued").limit(1)
+            select(GenerationJob.id)
+            .where(GenerationJob.id.in_(first), GenerationJob.status == "queued")
+            .limit(1)
         )
     assert running is not None  # the rest wait for a slot of their dataset
     assert claim(sessions, "late", limit=2) is None
@@ -92,7 +94,9 @@ def test_a_transient_failure_requeues_with_a_backoff_until_the_attempts_are_used
     assert waits  # it waits out its backoff...
     assert claim(sessions, "w") is None  # ...and nobody claims it before then
     with transaction(sessions) as session:  # the backoff has passed
-        session.execute(update(GenerationJob).where(GenerationJob.id == job_id).values(not_before=utc_now(-1)))
+        session.execute(
+            update(GenerationJob).where(GenerationJob.id == job_id).values(not_before=utc_now(-1))
+        )
     second = claim(sessions, "w2")
     assert second is not None and second.attempt == 2
     with transaction(sessions) as session:
@@ -100,7 +104,11 @@ def test_a_transient_failure_requeues_with_a_backoff_until_the_attempts_are_used
     assert status is JobStatus.failed
     with sessions() as session:
         job = session.get(GenerationJob, job_id)
-        assert job.status is JobStatus.failed and "after 2 attempt(s)" in job.error and "server down" in job.error
+        assert (
+            job.status is JobStatus.failed
+            and "after 2 attempt(s)" in job.error
+            and "server down" in job.error
+        )
 
 
 def test_a_cancel_asked_during_a_failed_attempt_is_honoured_instead_of_a_retry(sessions) -> None:
