@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import openai
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import DEFAULT_MODEL_NAME, FinetuneModelSettings, Settings
@@ -25,7 +27,7 @@ from app.finetune.models import FineTuneJob
 from app.finetune.service import add_event
 from app.finetune.validation import TokenCounter, validate_examples
 from app.jobs.models import JobStatus
-from app.jobs.queue import Claim, LeaseLostError, fenced_update, finish, release
+from app.jobs.queue import Claim, LeaseLostError, fenced_update, finish, release, retry_later
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -222,12 +224,34 @@ class FinetuneRunner:
         except asyncio.CancelledError:
             await asyncio.shield(asyncio.to_thread(self._release, claim))
             raise
+        except (openai.APIConnectionError, OperationalError, InterfaceError) as exc:
+            # Transient: the remote trainer or the database went away. Back to the queue behind a backoff; the
+            # next attempt resumes (from its checkpoint, or its remote job).
+            log.warning("fine-tuning job %s: %s; retrying later", claim.job_id, exc)
+            try:
+                await asyncio.to_thread(self._retry_later, claim, f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 (the database may still be away: the lease expires and requeues it)
+                log.warning("fine-tuning job %s: could not requeue it", claim.job_id, exc_info=True)
         except Exception as exc:  # noqa: BLE001 (the job must end with the cause, never stay running)
             log.exception("fine-tuning job %s failed", claim.job_id)
             try:
                 await asyncio.to_thread(ctx.fail, "internal_error", f"{type(exc).__name__}: {exc}")
             except LeaseLostError:
                 pass
+
+    def _retry_later(self, claim: Claim, reason: str) -> None:
+        settings = self._settings
+        with transaction(self._sessions) as session:
+            retry_later(
+                session,
+                FineTuneJob,
+                claim,
+                reason=reason,
+                max_attempts=settings.job_max_attempts,
+                initial=settings.job_retry_initial_seconds,
+                maximum=settings.job_retry_max_seconds,
+                error_code="transient_failure",
+            )
 
     def _trainer(self, job: FineTuneJob) -> Callable[[FinetuneContext, FineTuneJob], Awaitable[None]] | None:
         model = self._settings.finetune_models.get(job.model)

@@ -207,10 +207,12 @@ def retry_later(
     max_attempts: int,
     initial: float = 5.0,
     maximum: float = 300.0,
+    **failed_values: Any,
 ) -> JobStatus:
     """A transient failure (its model server unreachable, its database gone): back to the queue, claimable again
     after a backoff that grows with the attempt, or failed once it used `max_attempts` claims. Its stored work
-    stays: the next attempt resumes from it. Returns the status the job is left in."""
+    stays: the next attempt resumes from it. `failed_values` are written too if it fails. Returns the status
+    the job is left in."""
     if claim.attempt >= max_attempts:
         finish(
             session,
@@ -218,6 +220,7 @@ def retry_later(
             claim,
             JobStatus.failed,
             error=f"failed after {claim.attempt} attempt(s); last: {reason}",
+            **failed_values,
         )
         return JobStatus.failed
     delay = retry_delay(claim.attempt, initial=initial, maximum=maximum)
