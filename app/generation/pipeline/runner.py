@@ -45,7 +45,7 @@ from app.generation.templates import PromptTemplates, load_templates
 from app.jobs.models import JobStatus
 from app.jobs.queue import Claim, LeaseLostError, fenced_update, finish, release, renew, retry_later
 from app.llm import BackendRegistry, LLMBackend, LLMError, LLMFatalError, UnknownBackendError
-from app.llm.base import LLMUnavailableError
+from app.llm.base import LLMUnavailableError, Reply
 from app.ops.logs import bind
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ MAX_REPLIES_PER_ACCEPT = 512
 # Candidates per accept transaction: enough to amortise a commit, few enough that the write lock (on SQLite,
 # the whole database's) is never held for long, so heartbeats and the API's writes wait milliseconds, not seconds.
 MAX_CANDIDATES_PER_ACCEPT = 400
+# Requests that saw a tuned model's 404 within this many seconds of its reload just resend.
+ADAPTER_RELOAD_WINDOW = 10.0
 
 
 class Ending(enum.Enum):
@@ -272,6 +274,8 @@ class _JobRun:
         self._reason: str | None = None
         self._prompts_started = ctx.counters.prompts
         self._errors = 0  # the error budget is per attempt: a retried job gets it afresh
+        self._adapter_lock = asyncio.Lock()
+        self._adapter_loaded_at = -ADAPTER_RELOAD_WINDOW
 
     # --- the end ------------------------------------------------------------------------------------------
 
@@ -396,12 +400,12 @@ class _JobRun:
         queued = False
         try:
             try:
-                if request.mode == "completions":
-                    reply = await self._backend.complete(request.prompts, request.sampling)
-                else:
-                    reply = await self._backend.chat(
-                        request.messages, request.sampling, json_schema=request.json_schema
-                    )
+                try:
+                    reply = await self._send(request)
+                except LLMFatalError as exc:
+                    if not await self._adapter_reloaded(exc):
+                        raise
+                    reply = await self._send(request)  # the tuned model is back on its server
             except LLMFatalError as exc:
                 self._end(Ending.fatal, str(exc))
                 return
@@ -426,6 +430,35 @@ class _JobRun:
             self._in_flight.release()
             if not queued:
                 self._pending.release()
+
+    async def _send(self, request: LLMRequest) -> Reply:
+        if request.mode == "completions":
+            return await self._backend.complete(request.prompts, request.sampling)
+        return await self._backend.chat(request.messages, request.sampling, json_schema=request.json_schema)
+
+    async def _adapter_reloaded(self, error: LLMFatalError) -> bool:
+        """A 404 for a tuned model mid-job: its server (a replica) restarted and forgot the adapter. Load it again
+        (once for all the requests that saw the 404 together) and let them resend; False when it is not that
+        case or the adapter cannot be loaded (the 404 then fails the job, as it would have)."""
+        model = self._ctx.params.model
+        if model is None or "HTTP 404" not in str(error):
+            return False
+        async with self._adapter_lock:
+            if time.monotonic() - self._adapter_loaded_at < ADAPTER_RELOAD_WINDOW:
+                return True  # a request that failed alongside this one has just loaded it
+            runner = self._runner
+            try:
+                await ensure_loaded(runner._sessions, runner._settings.backends, self._ctx.backend, model)
+            except Exception:  # noqa: BLE001 (not loadable: the job fails with the 404 itself)
+                log.warning(
+                    "generation job %s: could not load %s again", self._claim.job_id, model, exc_info=True
+                )
+                return False
+            self._adapter_loaded_at = time.monotonic()
+            log.warning(
+                "generation job %s: %s was gone from its server; loaded it again", self._claim.job_id, model
+            )
+            return True
 
     def _count_error(self, error: str | None, *, transient: bool = False) -> None:
         """Failed requests are stored like any reply; past the budget (of this attempt) the job stops sending

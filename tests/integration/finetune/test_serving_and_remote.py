@@ -37,9 +37,14 @@ def generate(base_url: str, token: str, dataset_id: int, body: dict[str, Any]) -
     with httpx.Client(base_url=base_url, headers=bearer(token), timeout=60) as http:
         job = http.post(f"/v1/datasets/{dataset_id}/generations", json=body)
         assert job.status_code == 202, job.text
+    return wait_for_generation(base_url, token, job.json()["id"])
+
+
+def wait_for_generation(base_url: str, token: str, job_id: int) -> dict[str, Any]:
+    with httpx.Client(base_url=base_url, headers=bearer(token), timeout=60) as http:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            found = http.get(f"/v1/generations/{job.json()['id']}").json()
+            found = http.get(f"/v1/generations/{job_id}").json()
             if found["status"] in ("succeeded", "failed", "cancelled"):
                 return found
             time.sleep(0.5)
@@ -50,7 +55,15 @@ def generate(base_url: str, token: str, dataset_id: int, body: dict[str, Any]) -
 def test_a_tuned_adapter_is_served_by_vllm_and_named_by_a_generation_job(
     tmp_path: Path, vllm_checkpoint: Path, vllm_server: VLLMServer
 ) -> None:
-    backends = {"vllm": {"kind": "openai", "base_url": vllm_server.base_url, "model": vllm_server.model}}
+    # One request at a time, so a job still has requests to send after the adapter vanished mid-job.
+    backends = {
+        "vllm": {
+            "kind": "openai",
+            "base_url": vllm_server.base_url,
+            "model": vllm_server.model,
+            "max_in_flight": 1,
+        }
+    }
     settings = make_settings(
         f"sqlite:///{tmp_path / 'serve.db'}",
         backends=backends,
@@ -110,6 +123,21 @@ def test_a_tuned_adapter_is_served_by_vllm_and_named_by_a_generation_job(
         second = generate(served.base_url, token, dataset_id, body)
         assert second["status"] == "succeeded", second
         assert tuned in served_models(vllm_server)  # loaded again from what the database remembers
+
+        # Mid-job: the adapter vanishes (a restart) after the job's first reply; the next request's 404 loads it
+        # again and the job goes on, without a failed request.
+        third = {**body, "count": 1000, "max_prompts": 4}
+        with httpx.Client(base_url=served.base_url, headers=bearer(token), timeout=60) as http:
+            job_id = http.post(f"/v1/datasets/{dataset_id}/generations", json=third).json()["id"]
+            deadline = time.monotonic() + 300
+            while http.get(f"/v1/generations/{job_id}").json()["counters"]["requests"] < 1:
+                assert time.monotonic() < deadline, "the job never got its first reply"
+                time.sleep(0.2)
+            httpx.post(f"{vllm_server.base_url}/unload_lora_adapter", json={"lora_name": tuned}, timeout=60)
+        finished = wait_for_generation(served.base_url, token, job_id)
+        assert finished["status"] == "succeeded", finished
+        assert finished["counters"]["requests"] == 4 and finished["counters"]["errors"] == 0, finished
+        assert tuned in served_models(vllm_server)
         # Unload it, so the session's other tests see the server as they expect.
         httpx.post(f"{vllm_server.base_url}/unload_lora_adapter", json={"lora_name": tuned}, timeout=60)
 
