@@ -1,4 +1,5 @@
-"""The reviewer UI: login, datasets, a dataset's progress, the review page, the queue and one item's page.
+"""The reviewer UI: login, datasets, a dataset's progress, the review page, the queue, one item's page and the
+jobs page.
 
 Pages are Jinja2 templates with autoescaping (model output and user text are always text, never markup) and a
 little hand-written JavaScript that calls the JSON API with the session's CSRF token. A page asked for without
@@ -36,6 +37,9 @@ from app.generation import item_query
 from app.generation.filters import FilterReason
 from app.generation.models import DUPLICATE_SIGNALS, ItemStatus
 from app.generation.service import get_item
+from app.jobs.listing import parse_kinds, parse_statuses
+from app.jobs.models import JobStatus
+from app.jobs.schemas import JOB_KINDS
 from app.reports.language import LANGUAGES
 from app.review import service as review
 from app.review.decisions import TEXT_FIELDS
@@ -371,4 +375,44 @@ def item_page(
         reject_reasons=review_settings_of(dataset.settings, settings).reject_reasons,
         can_review=_can(principal, Permission.review),
         can_review_admin=can_admin,
+    )
+
+
+@router.get("/ui/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request,
+    principal: PageReader,
+    session: ReadSession,
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+    status: Annotated[str | None, Query(max_length=40)] = None,
+    dataset_id: Annotated[str | None, Query(max_length=20)] = None,
+) -> HTMLResponse:
+    """Generation and fine-tuning jobs with live progress: static/jobs.js polls GET /v1/jobs. The filters are a
+    plain GET form (an empty field means "any"); "active" stands for queued or running."""
+    kind = kind or None
+    if kind is not None and len(parse_kinds(kind)) != 1:
+        raise InvalidFieldError("kind", "one kind, or none for both", location="query")
+    status = status or None
+    if status is not None and status != "active":
+        parse_statuses([status])
+    if dataset_id:
+        if not dataset_id.isdigit() or len(dataset_id) > 18:
+            raise InvalidFieldError("dataset_id", "a dataset id (a number)", location="query")
+        get_dataset(session, int(dataset_id))
+    can_cancel = [
+        k
+        for k, p in (("generation", Permission.generate), ("fine_tune", Permission.finetune))
+        if _can(principal, p)
+    ]
+    return render(
+        request,
+        "jobs.html",
+        principal,
+        datasets=[{"id": d.id, "name": d.name} for d in list_datasets(session)],
+        kinds=JOB_KINDS,
+        statuses=[s.value for s in JobStatus],
+        kind=kind or "",
+        status=status or "",
+        dataset_id=dataset_id or "",
+        can_cancel=" ".join(can_cancel),
     )
