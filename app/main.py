@@ -27,6 +27,7 @@ from app.core.errors import ConflictError, ForbiddenError, InvalidFieldError, No
 from app.finetune.errors import FieldError, error_body, is_openai_path, validation_error_body
 from app.jobs.worker import Worker
 from app.llm.registry import BackendRegistry
+from app.ops.fleet import fleet_registry
 from app.web.router import STATIC_DIR, LoginRequired, PageForbidden, error_page, login_page
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def create_app(
         app.state.settings = settings
         app.state.sessions = make_session_factory(engine)
         app.state.read_sessions = make_read_session_factory(engine)
+        # GET /metrics: this app's own registry for the fleet collector (never the process-wide one).
+        app.state.fleet_metrics = fleet_registry(app.state.read_sessions, settings)
         app.state.backends = backends or BackendRegistry.from_settings(settings)
         app.state.worker = None
         if settings.worker_enabled:

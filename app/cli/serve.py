@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.roles import Role
 from app.auth.service import any_user_exists, audit, create_token, create_user
-from app.cli.common import console, plain, sessions_for
+from app.cli.common import console, fail, plain, sessions_for
 from app.core.config import Settings, get_settings
 from app.core.db import run_migrations, transaction
 from app.core.security import generate_password
@@ -23,6 +25,7 @@ from app.generation.params import GenerationParams
 from app.generation.service import queue_job
 from app.jobs.models import JobStatus
 from app.llm.registry import BackendRegistry
+from app.ops.logs import configure_logging
 
 
 def migrate() -> None:
@@ -50,6 +53,10 @@ def serve(
             help="Processes serving the port (one per core is a good start); each runs its own job worker.",
         ),
     ] = 1,
+    log_format: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="json (one object per line) or text; default: SPROUT_LOG_FORMAT."),
+    ] = None,
 ) -> None:
     """Run the HTTP service (API docs at /docs) with its background worker."""
     import uvicorn
@@ -57,6 +64,12 @@ def serve(
     from app.main import create_app
 
     settings = get_settings()
+    log_format = log_format or settings.log_format
+    if log_format not in ("json", "text"):
+        raise fail("--log-format must be json or text")
+    if workers > 1:  # each process builds the app from the environment: it must log the same way
+        os.environ["SPROUT_LOG_FORMAT"] = log_format
+    configure_logging(log_format)  # type: ignore[arg-type]
     if bootstrap is None:
         bootstrap = settings.bootstrap
     sessions = sessions_for(settings)
@@ -89,12 +102,29 @@ def serve(
             " --count 10",
         )
     )
+    # log_config=None: uvicorn keeps the handler configure_logging installed, so its lines are JSON too.
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None)
     else:  # each process builds the app from the same environment; the database is what they share
         uvicorn.run(
-            "app.main:create_app", factory=True, workers=workers, host=host, port=port, log_level="info"
+            "app.cli.serve:logged_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=None,
         )
+
+
+def logged_app() -> FastAPI:
+    """The factory each process of `--workers N` calls: its logging first, the way the parent set it up (the
+    format travels in SPROUT_LOG_FORMAT), then the app."""
+    from app.main import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    return create_app(settings)
 
 
 def _sprout_command() -> str:

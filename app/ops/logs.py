@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 LogFormat = Literal["json", "text"]
 
 _FIELDS = ("worker_id", "job_id", "job_kind", "dataset_id")
+QUIET_LOGGERS = ("alembic.runtime.plugins",)
 _context: dict[str, ContextVar[Any]] = {name: ContextVar(name, default=None) for name in _FIELDS}
 
 
@@ -70,6 +72,8 @@ def configure_logging(fmt: LogFormat = "text", level: str | int = "INFO") -> Non
                 style="{",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
                 timestamp=False,
+                # uvicorn's copy of its message with terminal colours: noise in a log pipeline.
+                reserved_attrs=[*RESERVED_ATTRS, "color_message"],
             )
         )
     else:
@@ -83,3 +87,6 @@ def configure_logging(fmt: LogFormat = "text", level: str | int = "INFO") -> Non
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # Alembic announces each of its plugins at INFO on every start.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -34,7 +34,9 @@ LLM_ERRORS = Counter(
     ["backend", "replica", "kind"],
 )
 LLM_IN_FLIGHT = Gauge(
-    "sprout_llm_in_flight", "Requests this process has in flight, per backend and replica.", ["backend", "replica"]
+    "sprout_llm_in_flight",
+    "Requests this process has in flight, per backend and replica.",
+    ["backend", "replica"],
 )
 REPLICA_UP = Gauge(
     "sprout_llm_replica_up",
@@ -56,7 +58,9 @@ ACCEPT_CANDIDATES = Counter(
 )
 JOBS_CLAIMED = Counter("sprout_jobs_claimed", "Jobs this process claimed, by kind.", ["kind"])
 JOBS_FINISHED = Counter(
-    "sprout_jobs_finished", "Jobs this process ran to an end or handed back, by kind and outcome.", ["kind", "outcome"]
+    "sprout_jobs_finished",
+    "Jobs this process ran to an end or handed back, by kind and outcome.",
+    ["kind", "outcome"],
 )
 WORKER_HEARTBEAT = Gauge(
     "sprout_worker_heartbeat_timestamp_seconds",
