@@ -28,7 +28,7 @@ class Permission(enum.StrEnum):
 MEANING: dict[Permission, str] = {
     Permission.read: "see datasets, seeds, items, review progress and history, the UI's pages, one's own account",
     Permission.manage_datasets: "create datasets, set their review settings, import seeds and items",
-    Permission.generate: "queue, preview, watch and cancel generation jobs; list the backends",
+    Permission.generate: "queue, preview, watch and cancel generation jobs; create, change, pause, resume and delete schedules; list the backends",
     Permission.finetune: "export datasets, make snapshots, upload files, run and cancel fine-tuning jobs",
     Permission.review: "claim items; approve, edit, reject; undo one's own decision; restore a filtered item",
     Permission.review_admin: "bulk actions over a whole query, reopen decided items, settle disputes, see answers",

@@ -12,7 +12,10 @@ from app.cli import (
     generate,
     imports,
     items,
+    jobs,
     models,
+    ops,
+    schedules,
     seeds,
     serve,
     users,
@@ -25,12 +28,16 @@ app = typer.Typer(
 app.command()(serve.migrate)
 app.command()(serve.serve)
 app.command()(worker.worker)
+app.command()(ops.usage)
+app.command()(ops.workers)
 app.command("import-seeds")(seeds.import_seeds_command)
 app.command("import-items")(imports.import_items_command)
 app.command()(generate.generate)
 app.command("dedup")(dedup.dedup)
 app.command("export")(export.export_command)
 app.add_typer(finetune.app, name="finetune")
+app.add_typer(schedules.app, name="schedules")
+app.command()(jobs.jobs)
 app.add_typer(items.app, name="items")
 app.add_typer(backends.app, name="backends")
 app.add_typer(models.app, name="models")

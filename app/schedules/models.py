@@ -79,7 +79,8 @@ class ScheduleRun(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     schedule_id: Mapped[int] = mapped_column(ForeignKey("schedule.id", ondelete="CASCADE"))
     fire_time: Mapped[datetime]  # the cron time this run answers (UTC), part of its unique key
-    coalesced: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))  # firings it stands for
+    # The due fire times it stands for: 1, or n when firings missed while nothing ran were coalesced into it.
+    coalesced: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     outcome: Mapped[str] = mapped_column(String(16))
     job_id: Mapped[int | None] = mapped_column(ForeignKey("generation_job.id", ondelete="SET NULL"))
     message: Mapped[str | None] = mapped_column(Text)

@@ -46,7 +46,13 @@ from app.web.router import page
 from tests.support.scripted_backend import ScriptedBackend
 from tests.support.service import bearer, make_settings, new_user_token, running_service
 
-PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login"), ("GET", "/")}
+PUBLIC_ROUTES = {
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("GET", "/"),
+}
 PASSWORD = "correct horse battery"
 SEEDS = (
     b'{"instruction": "Name a colour of the sky at noon.", "instances": [{"input": "", "output": "Blue"}]}'
@@ -195,6 +201,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         assert decided.status_code == 200, decided.text
         snapshot = created(client.post(f"/v1/datasets/{dataset_id}/snapshots", json={}, headers=admin))
+        schedule = created(
+            client.post(
+                "/v1/schedules",
+                json={"name": "walked", "dataset_id": dataset_id, "cron": "@daily"},
+                headers=admin,
+            )
+        )
         user = created(client.post("/v1/users", json={"name": "target", "role": "reviewer"}, headers=admin))
         token = created(client.post("/v1/tokens", json={"user": "target"}, headers=admin))
         ids = {
@@ -207,6 +220,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "file_id": upload.json()["id"],
             "fine_tuning_job_id": tuning.json()["id"],
             "snapshot_id": snapshot["id"],
+            "schedule_id": schedule["id"],
         }
         yield World(client, ids, tokens, names)
 
@@ -232,8 +246,16 @@ def test_the_walk_covers_the_api_the_ui_pages_and_the_review_routes(endpoints: l
         ("POST", "/v1/users"),
         ("DELETE", "/v1/tokens/{token_id}"),
         ("POST", "/v1/datasets/{dataset_id}/generations"),
+        ("POST", "/v1/schedules"),
+        ("PATCH", "/v1/schedules/{schedule_id}"),
+        ("GET", "/v1/schedules/{schedule_id}/runs"),
+        ("GET", "/v1/jobs"),
+        ("GET", "/ui/jobs"),
         ("GET", "/docs"),
         ("GET", "/openapi.json"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/usage"),
+        ("GET", "/v1/workers"),
     ]:
         assert expected in served, f"{expected} is not in the walk"
     assert len(endpoints) >= 50
@@ -268,6 +290,8 @@ def test_the_public_routes_answer_without_credentials(world: World) -> None:
     client = world.client
     client.cookies.clear()
     assert client.get("/healthz").status_code == 200
+    metrics = client.get("/metrics")  # Prometheus scrapes without a token
+    assert metrics.status_code == 200 and "sprout_fleet_scrape_error 0.0" in metrics.text
     assert client.get("/static/app.css").status_code == 200
     assert client.get("/static/common.js").status_code == 200
     home = client.get("/", follow_redirects=False)
@@ -367,6 +391,11 @@ def test_reviewers_cannot_create_jobs_import_data_or_manage_users_and_services_c
         ("POST", f"/v1/datasets/{dataset}/seeds", {"files": seeds}),
         ("POST", f"/v1/datasets/{dataset}/items/import", {"files": seeds}),
         ("POST", "/v1/datasets", {"json": {"name": "by-a-reviewer"}}),
+        (
+            "POST",
+            "/v1/schedules",
+            {"json": {"name": "by-a-reviewer", "dataset_id": dataset, "cron": "@daily"}},
+        ),
         ("GET", "/v1/users", {}),
         ("POST", "/v1/users", {"json": {"name": "made-by-reviewer", "role": "admin"}}),
         ("POST", "/v1/tokens", {"json": {"user": world.names[Role.admin]}}),
@@ -382,6 +411,31 @@ def test_reviewers_cannot_create_jobs_import_data_or_manage_users_and_services_c
         assert client.request(method, url, headers=service, **kwargs).status_code == 403, url
     names = {u["name"] for u in client.get("/v1/users", headers=bearer(world.tokens[Role.admin])).json()}
     assert "made-by-reviewer" not in names
+
+
+def test_everyone_sees_the_jobs_and_only_each_kind_s_permission_offers_or_does_a_cancel(world: World) -> None:
+    """GET /v1/jobs and the jobs page need only `read`; a row's cancel_url is its kind's own cancel route, which
+    a reviewer is refused, and the page offers Cancel per kind only to roles that may cancel that kind."""
+    client = world.client
+    client.cookies.clear()
+    reviewer = bearer(world.tokens[Role.reviewer])
+    rows = client.get("/v1/jobs", headers=reviewer).json()["data"]
+    assert {(r["kind"], r["id"]) for r in rows} >= {
+        ("generation", world.ids["job_id"]),
+        ("fine_tune", next(r["id"] for r in rows if r["public_id"] == world.ids["fine_tuning_job_id"])),
+    }
+    for row in rows:
+        if row["cancel_url"]:
+            assert client.post(row["cancel_url"], headers=reviewer).status_code == 403, row["cancel_url"]
+    for role, offered in [
+        (Role.reviewer, ""),
+        (Role.service, "generation fine_tune"),
+        (Role.admin, "generation fine_tune"),
+    ]:
+        cookie, _ = log_in(client, world.names[role], PASSWORD)
+        page_html = client.get("/ui/jobs", headers={"Cookie": f"sprout_session={cookie}"}).text
+        assert f'data-can-cancel="{offered}"' in page_html, role
+        assert '<a href="/ui/jobs">Jobs</a>' in page_html
 
 
 # --- a route that forgets its permission -------------------------------------------------------------------
