@@ -58,6 +58,13 @@ def get_job(session: Session, job_id: int) -> GenerationJob:
     return job
 
 
+def jobs_by_id(session: Session, job_ids: Sequence[int]) -> dict[int, GenerationJob]:
+    """The jobs among `job_ids` that exist, by id, in one query."""
+    if not job_ids:
+        return {}
+    return {j.id: j for j in session.scalars(select(GenerationJob).where(GenerationJob.id.in_(set(job_ids))))}
+
+
 def list_jobs(session: Session, dataset_id: int, *, limit: int, offset: int) -> list[GenerationJob]:
     query = (
         select(GenerationJob)

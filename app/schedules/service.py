@@ -35,7 +35,7 @@ from app.datasets.service import get_dataset
 from app.finetune.serving import check_adapter
 from app.generation.models import GenerationJob
 from app.generation.params import GenerationParams
-from app.generation.service import get_job, item_counts, queue_job
+from app.generation.service import get_job, item_counts, jobs_by_id, queue_job
 from app.jobs.models import JobStatus
 from app.llm.registry import BackendRegistry
 from app.schedules.cron import Cron, CronError, Firing, parse_cron, plan_firings
@@ -110,13 +110,7 @@ def list_runs(
 
 def jobs_of(session: Session, runs: Sequence[ScheduleRun]) -> dict[int, GenerationJob]:
     """The generation jobs the runs queued, as they are now, by id (a deleted job is absent)."""
-    found: dict[int, GenerationJob] = {}
-    for job_id in {r.job_id for r in runs if r.job_id is not None}:
-        try:
-            found[job_id] = get_job(session, job_id)
-        except NotFoundError:
-            continue
-    return found
+    return jobs_by_id(session, [r.job_id for r in runs if r.job_id is not None])
 
 
 # --- changing -------------------------------------------------------------------------------------------------

@@ -99,6 +99,14 @@ class GenerationRunner:
             try:
                 ctx = await asyncio.to_thread(self._load, claim)
                 bind(dataset_id=ctx.dataset_id)
+                log.info(
+                    "generation job %s: attempt %d on backend %s (%d of %d accepted so far)",
+                    claim.job_id,
+                    claim.attempt,
+                    ctx.backend,
+                    ctx.counters.accepted,
+                    ctx.params.count,
+                )
                 backend = await self._registry.get(ctx.backend)
                 if ctx.params.model:  # a tuned model: the server forgets adapters when it restarts
                     await ensure_loaded(
