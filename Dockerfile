@@ -1,6 +1,10 @@
 # Sprout with the embedded CPU model and SQLite by default. For production, name a vLLM server as a backend:
 #   docker run -p 8000:8000 -e SPROUT_DATABASE_URL=postgresql://... -e SPROUT_DEFAULT_BACKEND=vllm \
-#     -e SPROUT_BACKENDS='{"vllm": {"kind": "openai", "base_url": "http://vllm:8000/v1", "model": "my-model"}}' sprout
+#     -e SPROUT_BACKENDS='{"vllm": {"kind": "openai", "base_urls": ["http://vllm-0:8000/v1", "http://vllm-1:8000/v1"], "model": "my-model"}}' sprout
+# Worker processes from the same image, as many as you like, against the same PostgreSQL (see docs/SCALING.md);
+# the API instances may then leave the jobs to them with -e SPROUT_WORKER_ENABLED=false:
+#   docker run -e SPROUT_DATABASE_URL=postgresql://... -e SPROUT_BACKENDS=... -p 9464:9464 sprout \
+#     sprout worker --metrics-port 9464 --metrics-host 0.0.0.0
 FROM python:3.11-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*

@@ -28,6 +28,7 @@ class BackendOut(BaseModel):
     model: str
     mode: str
     max_in_flight: int
+    replicas: int  # servers behind the name (an openai backend's base_urls); 1 for the embedded model
     default: bool
 
 
@@ -63,6 +64,7 @@ def backends(_: Generator, request: Request) -> list[BackendOut]:
             model=b.model,
             mode=b.mode,
             max_in_flight=b.in_flight,
+            replicas=len(b.replica_urls) or 1,
             default=name == settings.default_backend,
         )
         for name, b in sorted(settings.backends.items())

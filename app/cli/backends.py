@@ -18,19 +18,16 @@ app = typer.Typer(help="The configured LLM backends.", no_args_is_help=True)
 
 @app.command("list")
 def list_backends() -> None:
-    """Names, kinds, models and concurrency (never URLs or keys)."""
+    """Names, kinds, models, replicas and concurrency (never URLs or keys)."""
     settings = get_settings()
     table = Table()
-    for column in ("name", "kind", "model", "mode", "in flight", "default"):
+    for column in ("name", "kind", "model", "mode", "replicas", "in flight", "default"):
         table.add_column(column)
     for name, backend in sorted(settings.backends.items()):
         default = "yes" if name == settings.default_backend else ""
-        table.add_row(
-            *(
-                Text(str(v))
-                for v in (name, backend.kind, backend.model, backend.mode, backend.in_flight, default)
-            )
-        )
+        replicas = len(backend.replica_urls) or 1
+        values = (name, backend.kind, backend.model, backend.mode, replicas, backend.in_flight, default)
+        table.add_row(*(Text(str(v)) for v in values))
     console.print(table)
 
 
@@ -38,7 +35,8 @@ def list_backends() -> None:
 def check(
     name: Annotated[Optional[str], typer.Argument(help="A backend name; default: all.")] = None,
 ) -> None:  # noqa: UP045
-    """Ask each backend whether it can answer (an HTTP backend: is the server up and serving the model)."""
+    """Ask each backend whether it can answer (an HTTP backend: is a server up and serving the model; with
+    several replicas, each one's answer too)."""
     settings = get_settings()
     registry = BackendRegistry.from_settings(settings)
     names = [name] if name else registry.names
@@ -50,14 +48,34 @@ def check(
     for backend_name, result in results:
         ok = bool(result.get("ok"))
         bad = bad or not ok
+        replicas = result.get("replicas")
+        several = isinstance(replicas, list) and len(replicas) > 1
+        if several:  # a summary line, then each server behind the name with its own answer
+            serving = sum(1 for r in replicas if r.get("ok"))
+            summary = f"{serving} of {len(replicas)} replicas serve the model"
+        else:
+            summary = str(result.get("error", ""))
         console.print(
             Text.assemble(
                 (f"{'ok ' if ok else 'FAIL'} ", "green" if ok else "red"),
                 backend_name,
                 " ",
-                str(result.get("error", "")),
+                summary,
             )
         )
+        if several:
+            for replica in replicas:
+                up = bool(replica.get("ok"))
+                rotation = "" if replica.get("in_rotation", True) else " (out of rotation)"
+                console.print(
+                    Text.assemble(
+                        ("  ok   " if up else "  FAIL ", "green" if up else "red"),
+                        str(replica.get("replica", "?")),
+                        rotation,
+                        " ",
+                        str(replica.get("error", "")),
+                    )
+                )
     if bad:
         raise typer.Exit(1)
 

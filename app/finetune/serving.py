@@ -1,9 +1,11 @@
 """Tuned models served by a LoRA-enabled backend (vLLM with --enable-lora and runtime loading).
 
-A succeeded job's adapter is loaded with `POST /v1/load_lora_adapter`; the database remembers which adapters
-each backend should hold, so after the server restarts (it forgets them) Sprout loads them again before a
-generation job uses one. The adapter directory is read by the server itself: it must see
-`settings.finetune_dir` at the same path (the same machine, or a shared volume).
+A succeeded job's adapter is loaded with `POST /v1/load_lora_adapter` on every replica of the backend; the
+database remembers which adapters each backend should hold, so after a server restarts (it forgets them)
+Sprout loads them again, on each replica that lacks one, before a generation job uses it. A replica that is
+down meanwhile is skipped (the backend routes around it, and sends a request it answers with 404 to the
+others). The adapter directory is read by the servers themselves: each must see `settings.finetune_dir` at
+the same path (the same machine, or a shared volume).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from openai import APIStatusError, AsyncOpenAI
+from openai import APIConnectionError, APIError, APIStatusError, AsyncOpenAI
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +26,10 @@ from app.finetune.models import LoraAdapter
 
 
 class AdapterLoadError(RuntimeError):
-    """The backend refused to load an adapter (LoRA disabled, runtime loading off, a rank above its limit)."""
+    """The backend refused to load an adapter (LoRA disabled, runtime loading off, a rank above its limit), or
+    some of its replicas could not be reached; `loaded` counts the replicas that did load it."""
+
+    loaded: int = 0
 
 
 def check_adapter(session: Session, backend: str, name: str) -> LoraAdapter:
@@ -42,19 +47,36 @@ def check_adapter(session: Session, backend: str, name: str) -> LoraAdapter:
     return found
 
 
-def _client(settings: BackendSettings) -> AsyncOpenAI:
+def _client(settings: BackendSettings, url: str) -> AsyncOpenAI:
     key = settings.api_key.get_secret_value() if settings.api_key else "unused"
-    return AsyncOpenAI(base_url=settings.base_url, api_key=key, max_retries=2, timeout=120)
+    return AsyncOpenAI(base_url=url, api_key=key, max_retries=2, timeout=120)
 
 
-async def served_models(settings: BackendSettings) -> set[str]:
-    async with _client(settings) as client:
+async def served_models(settings: BackendSettings, url: str | None = None) -> set[str]:
+    """The models one server serves (`url`, one of the backend's replicas; default: its first)."""
+    async with _client(settings, url or settings.replica_urls[0]) as client:
         return {m.id async for m in client.models.list()}
 
 
 async def load_adapter(settings: BackendSettings, name: str, path: Path | str) -> None:
-    """Ask the server to load an adapter (a 400 saying it is already loaded counts as done)."""
-    async with _client(settings) as client:
+    """Ask every replica of the backend to load an adapter (a 400 saying it is already loaded counts as done).
+    AdapterLoadError names the replicas that did not; its `loaded` says how many did."""
+    urls = settings.replica_urls
+    results = await asyncio.gather(
+        *(_load_on(settings, url, name, path) for url in urls), return_exceptions=True
+    )
+    failed = [(url, exc) for url, exc in zip(urls, results, strict=True) if isinstance(exc, BaseException)]
+    for _, exc in failed:
+        if not isinstance(exc, AdapterLoadError | APIError):
+            raise exc  # not the server's answer: a bug, or a cancellation
+    if failed:
+        error = AdapterLoadError("; ".join(_describe(url, name, exc) for url, exc in failed))
+        error.loaded = len(urls) - len(failed)
+        raise error
+
+
+async def _load_on(settings: BackendSettings, url: str, name: str, path: Path | str) -> None:
+    async with _client(settings, url) as client:
         try:
             await client.post(
                 "/load_lora_adapter",
@@ -64,7 +86,13 @@ async def load_adapter(settings: BackendSettings, name: str, path: Path | str) -
         except APIStatusError as exc:
             if exc.status_code == 400 and "already" in exc.message.lower():
                 return
-            raise AdapterLoadError(f"{settings.base_url}: could not load {name}: {exc.message}") from exc
+            raise AdapterLoadError(f"{url}: could not load {name}: {exc.message}") from exc
+
+
+def _describe(url: str, name: str, exc: BaseException) -> str:
+    if isinstance(exc, AdapterLoadError):
+        return str(exc)
+    return f"{url}: could not load {name}: {type(exc).__name__}: {exc}"
 
 
 async def register_adapter(
@@ -75,8 +103,16 @@ async def register_adapter(
     name: str,
     path: Path,
 ) -> None:
-    """Load a job's adapter on `backend` and remember it there."""
-    await load_adapter(backends[backend], name, path)
+    """Load a job's adapter on every replica of `backend` and remember it there. When some replicas could not
+    load it (one was down), it is remembered all the same (`ensure_loaded` loads it there before a job uses
+    it) and the AdapterLoadError is raised afterwards; when none could, nothing is remembered."""
+    partial: AdapterLoadError | None = None
+    try:
+        await load_adapter(backends[backend], name, path)
+    except AdapterLoadError as exc:
+        if exc.loaded == 0:
+            raise
+        partial = exc
 
     def remember() -> None:
         with transaction(sessions) as session:
@@ -89,13 +125,16 @@ async def register_adapter(
             row.loaded_at = utcnow()
 
     await asyncio.to_thread(remember)
+    if partial is not None:
+        raise partial
 
 
 async def ensure_loaded(
     sessions: sessionmaker[Session], backends: dict[str, BackendSettings], backend: str, name: str
 ) -> bool:
-    """Before a job uses a tuned model: load it again if the server does not hold it (it restarted).
-    Returns whether it had to be loaded."""
+    """Before a job uses a tuned model: load it again on each replica that does not hold it (it restarted).
+    Returns whether it had to be loaded anywhere. Replicas that cannot be reached are skipped, unless none
+    can (then that connection error is raised); a replica that refuses to load it raises AdapterLoadError."""
 
     def lookup() -> Any:
         with sessions() as session:
@@ -103,7 +142,19 @@ async def ensure_loaded(
 
     path = await asyncio.to_thread(lookup)
     settings = backends[backend]
-    if name in await served_models(settings):
-        return False
-    await load_adapter(settings, name, path)
-    return True
+
+    async def on(url: str) -> bool:
+        if name in await served_models(settings, url):
+            return False
+        await _load_on(settings, url, name, path)
+        return True
+
+    urls = settings.replica_urls
+    results = await asyncio.gather(*(on(url) for url in urls), return_exceptions=True)
+    unreachable = [r for r in results if isinstance(r, APIConnectionError)]
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, APIConnectionError):
+            raise result
+    if len(unreachable) == len(urls):
+        raise unreachable[0]
+    return any(r is True for r in results)

@@ -13,6 +13,14 @@ The SDK does the HTTP; Sprout keeps what is its own:
   with json_schema when the first rejection came are simply re-sent with json_object.
 - A list of prompts goes in one /v1/completions request (vLLM batches it); choices come back in any order and
   are put back in prompt order by their index.
+- Replicas (`base_urls`): one SDK client per server, and every attempt, the first and each retry, asks the
+  `ReplicaPool` (replicas.py) afresh for the replica in rotation with the fewest requests in flight, passing
+  over the one this request just failed on. A connection error or a timeout takes the replica out at once and
+  the retry goes elsewhere, so a replica killed mid-job costs retries, not the job; the pool's /health probe
+  puts it back. A 404 from one replica (a restarted server that has not got a LoRA adapter back yet) sends the
+  request to the others; it is fatal once every replica has said it.
+- Metrics per backend and replica (app/ops/metrics.py): each failed attempt by kind, each answered request's
+  time (its retries included) and tokens, requests in flight.
 """
 
 from __future__ import annotations
@@ -32,7 +40,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     wait_random_exponential,
 )
 
@@ -49,11 +56,16 @@ from app.llm.base import (
     SamplingParams,
 )
 from app.llm.limits import SequenceLimiter
+from app.llm.replicas import Replica, ReplicaPool
+from app.ops.metrics import count_llm_error, observe_llm_request
 
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 500
 _TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+Send = Callable[[openai.AsyncOpenAI], Awaitable[Any]]  # one attempt's request, on one replica's client
+Read = Callable[[dict[str, Any], str], Reply]  # the reply's JSON and the replica's API root -> the Reply
 
 
 class ServerRejectedError(LLMRequestError):
@@ -64,6 +76,14 @@ class ServerRejectedError(LLMRequestError):
         super().__init__(message)
         self.status_code = status_code
         self.server_message = server_message
+
+
+class _RefusedHere(Exception):
+    """A 404 from one replica while others have not been asked: try them before calling it fatal."""
+
+    def __init__(self, error: openai.APIStatusError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class OpenAICompatBackend:
@@ -77,11 +97,14 @@ class OpenAICompatBackend:
         http_client: Any = None,
         backoff_initial: float = 0.5,
     ) -> None:
-        """`http_client` (an SDK-compatible async HTTP client) is for tests and benchmarks: a mock transport, a
-        request recorder. `backoff_initial` lets tests retry in milliseconds."""
-        assert settings.base_url is not None  # checked by BackendSettings
+        """`http_client` (an SDK-compatible async HTTP client, shared by every replica's SDK client) is for tests
+        and benchmarks: a mock transport, a request recorder. `backoff_initial` lets tests retry in
+        milliseconds."""
+        urls = settings.replica_urls
+        assert urls, "an openai backend has base_url or base_urls"  # checked by BackendSettings
+        self.name = name
         self.settings = settings
-        self.base_url = settings.base_url
+        self.base_url = urls[0]  # the (first) server's API root
         self.info = BackendInfo(
             name=name,
             kind="openai",
@@ -89,11 +112,12 @@ class OpenAICompatBackend:
             mode=settings.mode,
             max_in_flight=settings.in_flight,
             max_batch=settings.max_batch,
-            details={"base_url": self.base_url},
+            details={"base_url": self.base_url} if len(urls) == 1 else {"base_urls": list(urls)},
         )
         self._attempts = settings.max_retries + 1
         self._backoff = wait_random_exponential(multiplier=backoff_initial, max=settings.backoff_max)
-        self._limiter = SequenceLimiter(settings.in_flight)
+        self._limiter = SequenceLimiter(settings.in_flight)  # over the whole backend, every replica
+        self._pool = ReplicaPool(name, urls, health_path=settings.health_path)
         self._configured_format = settings.structured_output
         self._format = "json_object" if settings.structured_output == "json_object" else "json_schema"
         key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
@@ -102,18 +126,21 @@ class OpenAICompatBackend:
         headers: dict[str, Any] = {"OpenAI-Organization": openai.omit, "OpenAI-Project": openai.omit}
         # Without a key, the SDK wants to be told per request that no Authorization header is intended.
         self._extra_headers: dict[str, Any] = {} if key else {"Authorization": openai.omit}
-        self._client = openai.AsyncOpenAI(
-            api_key=key,
-            admin_api_key="",
-            base_url=self.base_url,
-            timeout=settings.timeout,
-            max_retries=0,
-            default_headers=headers,
-            http_client=http_client
-            or openai.DefaultAsyncHttpxClient(
-                limits=_limits(settings.in_flight), timeout=settings.timeout, trust_env=False
-            ),
-        )
+        self._clients = [
+            openai.AsyncOpenAI(
+                api_key=key,
+                admin_api_key="",
+                base_url=url,
+                timeout=settings.timeout,
+                max_retries=0,
+                default_headers=headers,
+                http_client=http_client
+                or openai.DefaultAsyncHttpxClient(
+                    limits=_limits(settings.in_flight), timeout=settings.timeout, trust_env=False
+                ),
+            )
+            for url in urls
+        ]
 
     # -- the LLMBackend protocol -----------------------------------------------------------------------------
 
@@ -125,27 +152,30 @@ class OpenAICompatBackend:
             raise ValueError(
                 f"{len(prompts)} prompts in one request; this backend takes at most {self.info.max_batch}"
             )
-        async with self._limiter.hold(len(prompts) * params.n):
+        expected = len(prompts) * params.n
+
+        def read(data: dict[str, Any], url: str) -> Reply:
+            choices = _choices(data, f"{url}/completions", expected=expected)
+            return Reply(
+                choices=[
+                    Choice(
+                        text=_text(c.get("text")),
+                        finish_reason=c.get("finish_reason"),
+                        prompt_index=c["index"] // params.n,
+                    )
+                    for c in choices
+                ],
+                **_usage(data),
+            )
+
+        async with self._limiter.hold(expected):
             body = {
                 "model": params.model or self.settings.model,
                 "prompt": prompts,
                 **_sampling(params),
                 **self.settings.extra_body,
             }
-            data = await self._call(lambda: self._post("/completions", body))
-        url = f"{self.base_url}/completions"
-        choices = _choices(data, url, expected=len(prompts) * params.n)
-        return Reply(
-            choices=[
-                Choice(
-                    text=_text(c.get("text")),
-                    finish_reason=c.get("finish_reason"),
-                    prompt_index=c["index"] // params.n,
-                )
-                for c in choices
-            ],
-            **_usage(data),
-        )
+            return await self._call(lambda client: self._post(client, "/completions", body), read)
 
     async def chat(
         self,
@@ -155,7 +185,7 @@ class OpenAICompatBackend:
     ) -> Reply:
         body_messages = [{"role": m.role, "content": m.content} for m in messages]
 
-        def send(style: str | None) -> Callable[[], Awaitable[Any]]:
+        def send(style: str | None) -> Send:
             body: dict[str, Any] = {
                 "model": params.model or self.settings.model,
                 "messages": body_messages,
@@ -164,46 +194,73 @@ class OpenAICompatBackend:
             if style is not None:
                 body["response_format"] = _response_format(json_schema or {}, style)
             body.update(self.settings.extra_body)
-            return lambda: self._post("/chat/completions", body)
+            return lambda client: self._post(client, "/chat/completions", body)
+
+        def read(data: dict[str, Any], url: str) -> Reply:
+            choices = _choices(data, f"{url}/chat/completions", expected=params.n)
+            return Reply(
+                choices=[
+                    Choice(
+                        text=_text((c.get("message") or {}).get("content")),
+                        finish_reason=c.get("finish_reason"),
+                    )
+                    for c in choices
+                ],
+                **_usage(data),
+            )
 
         async with self._limiter.hold(params.n):
             if json_schema is None:
-                data = await self._call(send(None))
-            else:
-                style = self._format
-                try:
-                    data = await self._call(send(style))
-                except ServerRejectedError as exc:
-                    if not (
-                        style == "json_schema" and self._configured_format == "auto" and _rejects_format(exc)
-                    ):
-                        raise
-                    if self._format != "json_object":
-                        log.warning(
-                            "%s does not accept response_format json_schema (%s); using json_object with a schema",
-                            self.base_url,
-                            exc.server_message,
-                        )
-                        self._format = "json_object"
-                    data = await self._call(send("json_object"))
-        choices = _choices(data, f"{self.base_url}/chat/completions", expected=params.n)
-        return Reply(
-            choices=[
-                Choice(
-                    text=_text((c.get("message") or {}).get("content")), finish_reason=c.get("finish_reason")
-                )
-                for c in choices
-            ],
-            **_usage(data),
-        )
+                return await self._call(send(None), read)
+            style = self._format
+            try:
+                return await self._call(send(style), read)
+            except ServerRejectedError as exc:
+                if not (
+                    style == "json_schema" and self._configured_format == "auto" and _rejects_format(exc)
+                ):
+                    raise
+                if self._format != "json_object":
+                    log.warning(
+                        "backend %s does not accept response_format json_schema (%s); "
+                        "using json_object with a schema",
+                        self.name,
+                        exc.server_message,
+                    )
+                    self._format = "json_object"
+            return await self._call(send("json_object"), read)
 
     async def health(self) -> dict[str, Any]:
-        """One quick look (no retries): is the server up, and does it serve our model?"""
+        """One quick look (no retries) at every replica: is it up, and does it serve our model? The backend is
+        ok when any replica is; each replica's own answer and its place in rotation are under "replicas"."""
         started = time.perf_counter()
-        result: dict[str, Any] = {"ok": False, "kind": "openai", "model": self.settings.model}
+        replicas = await asyncio.gather(*(self._replica_health(r) for r in self._pool.replicas))
+        result: dict[str, Any] = {
+            "ok": any(r["ok"] for r in replicas),
+            "kind": "openai",
+            "model": self.settings.model,
+        }
+        if not result["ok"]:
+            result["error"] = (
+                replicas[0]["error"]
+                if len(replicas) == 1
+                else "; ".join(f"{r['replica']}: {r['error']}" for r in replicas)
+            )
+        result["replicas"] = replicas
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return result
+
+    async def _replica_health(self, replica: Replica) -> dict[str, Any]:
+        started = time.perf_counter()
+        result: dict[str, Any] = {
+            "replica": replica.label,
+            "ok": False,
+            "in_rotation": replica.up,
+            "in_flight": replica.in_flight,
+        }
         try:
             async with asyncio.timeout(10):
-                page = await self._client.models.list(extra_headers=self._extra_headers)
+                page = await self._clients[replica.index].models.list(extra_headers=self._extra_headers)
             served = [m.id for m in page.data]
             result["ok"] = self.settings.model in served
             if not result["ok"]:
@@ -216,7 +273,14 @@ class OpenAICompatBackend:
         return result
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._pool.aclose()
+        for client in self._clients:
+            await client.close()
+
+    @property
+    def replicas(self) -> ReplicaPool:
+        """The servers behind this backend and what this process knows of them."""
+        return self._pool
 
     @property
     def structured_output(self) -> str:
@@ -235,72 +299,132 @@ class OpenAICompatBackend:
 
     # -- requests with retries -------------------------------------------------------------------------------
 
-    def _post(self, path: str, body: dict[str, Any]) -> Awaitable[Any]:
+    def _post(self, client: openai.AsyncOpenAI, path: str, body: dict[str, Any]) -> Awaitable[Any]:
         """The SDK's plain POST with a body Sprout built field by field (`create()` would re-walk every
         parameter against its type hints on each request, a quarter of the request's CPU), raw reply back."""
-        return self._client.post(
-            path, body=body, cast_to=httpx2.Response, options={"headers": self._extra_headers}
-        )
+        return client.post(path, body=body, cast_to=httpx2.Response, options={"headers": self._extra_headers})
 
-    async def _call(self, send: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
-        """Send with retries; the reply's JSON body, read as plain JSON: building the SDK's pydantic models for
-        every reply cost more CPU than everything else Sprout does with a reply."""
+    async def _call(self, send: Send, read: Read) -> Reply:
+        """Send with retries, each attempt on the replica the pool picks for it then; the Reply.
+
+        The body is read as plain JSON: building the SDK's pydantic models for every reply cost more CPU than
+        everything else Sprout does with a reply."""
+        pool = self._pool
+        pool.start_probing(self._probe, self.settings.health_interval)
+        started = time.perf_counter()
+        failed_on: list[Replica] = []  # the replica of each failed attempt, in order
+        refused: set[Replica] = set()  # replicas that answered 404
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
+            # Asking another replica after a 404 costs no retry (at most one extra attempt per replica).
+            stop=lambda state: state.attempt_number - len(refused) >= self._attempts,
             wait=self._wait,
             retry=retry_if_exception(_is_transient),
-            before_sleep=self._log_retry,
+            before_sleep=lambda state: self._log_retry(state, failed_on),
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
-                    async with asyncio.timeout(self.settings.timeout):  # the whole exchange, not each phase
-                        raw = await send()
-                        body = raw.content
-                    try:
-                        data = json.loads(body)
-                    except ValueError:
-                        raise LLMRequestError(
-                            f"LLM server {self.base_url} sent a body that is not JSON: {body[:200]!r}"
-                        ) from None
-                    if not isinstance(data, dict):
-                        raise LLMRequestError(
-                            f"LLM server {self.base_url} sent JSON that is not an object: {body[:200]!r}"
-                        )
-                    return data
+                    with pool.attempt(avoid=failed_on[-1:], exclude=refused) as replica:
+                        since = pool.now()
+                        try:
+                            reply = await self._attempt(replica, send, read)
+                        except Exception as exc:
+                            failed_on.append(replica)
+                            kind = _error_kind(exc)
+                            count_llm_error(self.name, replica.label, kind)
+                            pool.failed(replica, _describe(exc), take_out=kind in ("connection", "timeout"))
+                            if (
+                                isinstance(exc, openai.APIStatusError)
+                                and exc.status_code == 404
+                                and len(refused | {replica}) < len(pool)
+                            ):
+                                refused.add(replica)
+                                raise _RefusedHere(exc) from exc
+                            raise
+                    pool.succeeded(replica, since)
+                    observe_llm_request(
+                        self.name,
+                        replica.label,
+                        time.perf_counter() - started,
+                        reply.prompt_tokens,
+                        reply.completion_tokens,
+                    )
+                    return reply
+        except _RefusedHere as exc:  # (a refusal costs no attempt, so this is only a safety net)
+            raise _classify(exc.error, self._where(failed_on), self._attempts) from exc.error
         except TimeoutError:
             raise LLMUnavailableError(
-                f"LLM server {self.base_url}: no answer within {self.settings.timeout:g} s "
+                f"LLM server {self._where(failed_on)}: no answer within {self.settings.timeout:g} s "
                 f"after {self._attempts} attempt(s)"
             ) from None
         except openai.APIStatusError as exc:
-            raise _classify(exc, self.base_url, self._attempts) from exc
+            raise _classify(exc, self._where(failed_on), self._attempts) from exc
         except openai.APIConnectionError as exc:
             raise LLMUnavailableError(
-                f"LLM server {self.base_url} failed after {self._attempts} attempt(s): {_describe(exc)}"
+                f"LLM server {self._where(failed_on)} failed after {self._attempts} attempt(s): {_describe(exc)}"
             ) from exc
         except openai.OpenAIError as exc:  # a reply the SDK could not read
-            raise LLMRequestError(f"LLM server {self.base_url}: {_describe(exc)}") from exc
+            raise LLMRequestError(f"LLM server {self._where(failed_on)}: {_describe(exc)}") from exc
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
+    async def _attempt(self, replica: Replica, send: Send, read: Read) -> Reply:
+        async with asyncio.timeout(self.settings.timeout):  # the whole exchange, not each phase
+            raw = await send(self._clients[replica.index])
+            body = raw.content
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise LLMRequestError(
+                f"LLM server {replica.url} sent a body that is not JSON: {body[:200]!r}"
+            ) from None
+        if not isinstance(data, dict):
+            raise LLMRequestError(f"LLM server {replica.url} sent JSON that is not an object: {body[:200]!r}")
+        return read(data, replica.url)
+
+    async def _probe(self, replica: Replica) -> str | None:
+        """GET the replica's /health through its own SDK client (no retries): None when it answers 200."""
+        assert replica.health_url is not None
+        timeout = self.settings.health_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._clients[replica.index].get(
+                    replica.health_url,
+                    cast_to=httpx2.Response,
+                    options={"headers": self._extra_headers, "timeout": timeout},
+                )
+        except (openai.OpenAIError, TimeoutError) as exc:
+            return _describe(exc)
+        return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+    def _where(self, failed_on: Sequence[Replica]) -> str:
+        """The server a message names: the one of the last attempt (and how many others this request tried)."""
+        if not failed_on:
+            return self.base_url
+        others = len({r.index for r in failed_on} - {failed_on[-1].index})
+        suffix = f" (and {others} other replica(s) of backend {self.name})" if others else ""
+        return f"{failed_on[-1].url}{suffix}"
+
     def _wait(self, retry_state: RetryCallState) -> float:
-        """Jittered exponential backoff, stretched to the server's Retry-After when it sends one."""
-        backoff = float(self._backoff(retry_state))
+        """Jittered exponential backoff, stretched to the server's Retry-After when it sends one; none before
+        asking another replica after a 404."""
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, _RefusedHere):
+            return 0.0
+        backoff = float(self._backoff(retry_state))
         retry_after = _retry_after(exc) if isinstance(exc, openai.APIStatusError) else None
         if retry_after is not None:
             return min(max(backoff, retry_after), max(self.settings.backoff_max, 1.0) * 2)
         return backoff
 
-    def _log_retry(self, retry_state: RetryCallState) -> None:
+    def _log_retry(self, retry_state: RetryCallState, failed_on: Sequence[Replica]) -> None:
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
         sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
         log.warning(
             "LLM request to %s failed (attempt %d/%d): %s; retrying in %.2f s",
-            self.base_url,
+            failed_on[-1].url if failed_on else self.base_url,
             retry_state.attempt_number,
             self._attempts,
             _describe(exc) if exc is not None else "?",
@@ -362,7 +486,7 @@ def _is_validation_report(message: str) -> bool:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TimeoutError | openai.APIConnectionError):
+    if isinstance(exc, TimeoutError | openai.APIConnectionError | _RefusedHere):
         return True
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
@@ -370,6 +494,22 @@ def _is_transient(exc: BaseException) -> bool:
             return True
         return status >= 500 and not _is_validation_report(_server_message(exc))
     return False
+
+
+def _error_kind(exc: BaseException) -> str:
+    """The `kind` label of a failed attempt in sprout_llm_errors."""
+    if isinstance(exc, TimeoutError | openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in (401, 403, 404):
+            return "fatal"
+        if status == 429:
+            return "http_429"
+        return "http_5xx" if status >= 500 else "http_4xx"
+    return "invalid_reply"  # a body that is not JSON, JSON of the wrong shape, choices missing
 
 
 def _classify(exc: openai.APIStatusError, base_url: str, attempts: int) -> LLMError:
