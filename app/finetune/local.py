@@ -330,6 +330,8 @@ async def _start(workdir: Path, config_path: Path) -> asyncio.subprocess.Process
         "TRANSFORMERS_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # The trainer ends itself once this process is gone (a SIGKILLed worker cannot stop its group).
+        "SPROUT_TRAINER_PARENT_PID": str(os.getpid()),
     }
     with (workdir / "trainer.log").open("ab") as log_file:
         return await asyncio.create_subprocess_exec(
