@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # How often a running worker looks at the schema's revision: a newer Sprout may have migrated the database.
 SCHEMA_CHECK_SECONDS = 60.0
+# The longest wait between two polls while the database is away.
+MAX_OUTAGE_WAIT = 10.0
 
 
 def new_worker_id() -> str:
@@ -111,6 +114,9 @@ class Worker:
 
     async def _loop(self) -> None:
         bind(worker_id=self.worker_id)  # every line this worker and its jobs log carries it
+        outage = (
+            0.0  # seconds to wait while the database is away: a line per outage step, not a traceback a poll
+        )
         while True:
             try:
                 await self._housekeeping()
@@ -118,10 +124,22 @@ class Worker:
                     self.stopped.set()
                     return
                 await self._fill_slots()
-            except Exception:  # noqa: BLE001 (the database may be briefly unavailable; try again)
+                if outage:
+                    log.info("worker %s: the database is back", self.worker_id)
+                outage = 0.0
+            except (OperationalError, InterfaceError) as exc:
+                outage = min(max(outage * 2, self._settings.worker_poll_seconds), MAX_OUTAGE_WAIT)
+                log.warning(
+                    "worker %s: database unavailable (%s); next try in %.1f s",
+                    self.worker_id,
+                    exc.orig,
+                    outage,
+                )
+            except Exception:  # noqa: BLE001 (a bug must not stop the worker; the next poll tries again)
                 log.exception("worker could not claim jobs")
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.worker_poll_seconds)
+                wait = outage or self._settings.worker_poll_seconds
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
                 pass
             self._wake.clear()

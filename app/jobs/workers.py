@@ -35,10 +35,11 @@ def register(session: Session, worker_id: str, kind: str) -> None:
 
 
 def heartbeat(session: Session, worker_id: str, *, running: int, claimed: int) -> None:
+    # Never over a stop: a heartbeat still in flight when its worker stops must not make it look alive again.
     session.execute(
         update(WorkerProcess)
-        .where(WorkerProcess.id == worker_id)
-        .values(heartbeat_at=utc_now(), running=running, claimed=claimed, stopped_at=None)
+        .where(WorkerProcess.id == worker_id, WorkerProcess.stopped_at.is_(None))
+        .values(heartbeat_at=utc_now(), running=running, claimed=claimed)
     )
 
 

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
@@ -353,6 +353,8 @@ def fire_due(
         try:
             with transaction(sessions) as session:
                 fired = _fire_next(session, settings, registry, worker_id, now, failed, picked)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away, not this schedule at fault: the worker waits and tries again
         except Exception:  # noqa: BLE001 (one schedule's failure must not stop the worker or the others)
             if not picked:
                 log.exception("could not look for due schedules")

@@ -325,7 +325,7 @@ def queue_page(
         sorts=item_query.SORTS,
         statuses=[s.value for s in ItemStatus],
         languages=LANGUAGES,
-        filter_reasons=["near_duplicate", *(r.value for r in FilterReason)],
+        filter_reasons=["near_duplicate", *(r.value for r in FilterReason), "over_count"],
         signals=DUPLICATE_SIGNALS,
         reject_reasons=review_settings_of(dataset.settings, settings).reject_reasons,
         cursor=cursor,

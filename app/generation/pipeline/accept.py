@@ -36,6 +36,9 @@ from app.reports.language import script_language
 log = logging.getLogger(__name__)
 
 NEAR_DUPLICATE = "near_duplicate"
+# A candidate that passed every filter and the index, in the reply that reached the job's count, after the
+# count: stored (every parsed item is), filtered with this reason, so a job accepts exactly its count.
+OVER_COUNT = "over_count"
 ACCEPT_LOCK = 0x5350_5254  # "SPRT": the advisory-lock namespace of accept steps (the key is the dataset id)
 # Kept items report their nearest neighbour from this ROUGE-L F1 up (review sorts by it: "most doubtful first").
 # 0.6 rather than the index default 0.5: the search below 0.6 doubled the accept step's CPU on real data.
@@ -280,6 +283,9 @@ class AcceptStep:
                     counters.filtered[candidate.reason] += 1
                 elif item.key is None:
                     counters.duplicates += 1
+                elif counters.accepted >= self._count:
+                    item = over_count(item)
+                    counters.filtered[OVER_COUNT] += 1
                 else:
                     counters.accepted += 1
                     accepted_here += 1
@@ -362,6 +368,17 @@ def judge_all(index: DatasetIndex, candidates: Sequence[Candidate]) -> list[Judg
         kept = check is not None and not check.is_duplicate
         judged.append(JudgedItem(columns, check, key if kept else None))
     return judged
+
+
+def over_count(item: JudgedItem) -> JudgedItem:
+    """A kept candidate past the job's count: filtered as such, and no neighbour of anything."""
+    columns = {
+        **item.columns,
+        "status": ItemStatus.filtered,
+        "filter_reason": OVER_COUNT,
+        "duplicate_signal": None,
+    }
+    return replace(item, columns=columns, key=None)
 
 
 def insert_items(
