@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama.cpp is compiled by pip. For AVX2, not for this very CPU: a native build uses AMX tiles on CPUs that have
+# them, and where the kernel or the hypervisor does not grant them (seen on a Xeon VM) every chat request
+# segfaults; an AVX2 build runs on any x86-64 CPU of the last decade.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: run test lint bench clean
 
