@@ -3,14 +3,13 @@ group of its own, which the dead worker can no longer stop) notices that its sup
 at once; another worker claims the job once the lease expires, and the new trainer resumes from the last
 checkpoint (the same configuration and data: the same fingerprint) and the job succeeds with every step and
 checkpoint reported once. The real embedded model (SmolLM2-135M), 12 examples of 128 tokens at most, 4 steps.
-On PostgreSQL, where fleets of workers run (the SQLite path is the same code; the generation drill runs both)."""
+On SQLite (a file shared by the processes) and on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from app.finetune.models import FineTuneCheckpoint, FineTuneEvent, FineTuneJob
 from app.finetune.schemas import JobCreate
 from app.finetune.service import create_job
 from app.jobs.models import JobStatus
-from tests.support.databases import fresh_postgres_database
 from tests.support.workers import WorkerFleet, alive, wait_until, worker_env
 
 pytestmark = [pytest.mark.drill, pytest.mark.slow, pytest.mark.model]
@@ -82,13 +80,6 @@ def checkpoint_steps(sessions, job_id: int) -> list[int]:  # noqa: ANN001
         return sorted(session.scalars(query))
 
 
-@pytest.fixture
-def database_url() -> Iterator[str]:
-    with fresh_postgres_database() as url:
-        yield url
-
-
-@pytest.mark.postgres
 def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(
     database_url: str, vllm_checkpoint: Path, tmp_path: Path
 ) -> None:
