@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import case, func, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from tenacity import RetryCallState, wait_random_exponential
 
 from app.core.db import try_serialize, utc_now, utcnow
@@ -85,24 +85,26 @@ def claim_next(
         query = query.where(model.id == job_id)  # type: ignore[attr-defined]
     query = query.order_by(model.priority.desc(), model.id).limit(8)  # type: ignore[attr-defined]
     for candidate, dataset_id in session.execute(query):
+        conditions = [model.id == candidate, model.status == JobStatus.queued]  # type: ignore[attr-defined]
         if per_dataset_limit is not None and dataset_id is not None:
             # Two claimers must not both see the dataset one job short of its limit: the decision is taken under
-            # a per-dataset lock (PostgreSQL; SQLite's write transaction is one already). A busy lock means
-            # another worker is deciding for this dataset right now: try the next candidate instead of waiting.
+            # a per-dataset lock (PostgreSQL; SQLite's write transaction is one already), and the count is read
+            # by the UPDATE itself, a statement that starts after the lock was granted (READ COMMITTED: it sees
+            # every claim committed before). A busy lock means another worker is deciding for this dataset right
+            # now: try the next candidate instead of waiting.
             if not try_serialize(session, DATASET_CLAIM_LOCK, dataset_id):
                 continue
-            running = session.scalar(
-                select(func.count()).where(
-                    model.dataset_id == dataset_id,  # type: ignore[attr-defined]
-                    model.status == JobStatus.running,
-                )
+            other = aliased(model)
+            running = (
+                select(func.count())
+                .where(other.dataset_id == dataset_id, other.status == JobStatus.running)  # type: ignore[attr-defined]
+                .scalar_subquery()
             )
-            if (running or 0) >= per_dataset_limit:
-                continue
+            conditions.append(running < per_dataset_limit)
         attempt = session.scalar(
             update(model)
             .execution_options(synchronize_session=False)
-            .where(model.id == candidate, model.status == JobStatus.queued)  # type: ignore[attr-defined]
+            .where(*conditions)
             .values(
                 status=JobStatus.running,
                 worker_id=worker_id,
