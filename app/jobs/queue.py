@@ -18,6 +18,7 @@ Times come from the database's clock (`utc_now`), so machines with skewed clocks
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,8 @@ def fence(model: type[LeasedJob], claim: Claim) -> list[Any]:
 
 # Advisory-lock namespace of per-dataset claim decisions ("SPDC").
 DATASET_CLAIM_LOCK = 0x5350_4443
+# Looks at the candidates a claim takes when other claimers held some of their datasets' locks.
+CLAIM_ROUNDS = 3
 
 
 def claim_next(
@@ -76,47 +79,65 @@ def claim_next(
 ) -> Claim | None:
     """Take the next queued job (or the given one) that also meets `where`: highest priority first, then the
     oldest, skipping jobs still waiting out a retry backoff. With `per_dataset_limit`, a job whose dataset
-    already has that many running jobs of this kind is left for later. None when nothing can be claimed."""
+    already has that many running jobs of this kind is left for later (and does not hold up other datasets'
+    jobs behind it). None when nothing can be claimed."""
+    dataset = getattr(model, "dataset_id", None)
+    limited = per_dataset_limit is not None and dataset is not None
     ready = or_(model.not_before.is_(None), model.not_before <= utc_now())
-    query = select(model.id, getattr(model, "dataset_id", literal(None))).where(  # type: ignore[attr-defined]
+    query = select(model.id, dataset if dataset is not None else literal(None)).where(
         model.status == JobStatus.queued, ready, *where
     )
     if job_id is not None:
         query = query.where(model.id == job_id)  # type: ignore[attr-defined]
-    query = query.order_by(model.priority.desc(), model.id).limit(8)  # type: ignore[attr-defined]
-    for candidate, dataset_id in session.execute(query):
-        conditions = [model.id == candidate, model.status == JobStatus.queued]  # type: ignore[attr-defined]
-        if per_dataset_limit is not None and dataset_id is not None:
-            # Two claimers must not both see the dataset one job short of its limit: the decision is taken under
-            # a per-dataset lock (PostgreSQL; SQLite's write transaction is one already), and the count is read
-            # by the UPDATE itself, a statement that starts after the lock was granted (READ COMMITTED: it sees
-            # every claim committed before). A busy lock means another worker is deciding for this dataset right
-            # now: try the next candidate instead of waiting.
-            if not try_serialize(session, DATASET_CLAIM_LOCK, dataset_id):
-                continue
-            other = aliased(model)
-            running = (
-                select(func.count())
-                .where(other.dataset_id == dataset_id, other.status == JobStatus.running)  # type: ignore[attr-defined]
-                .scalar_subquery()
-            )
-            conditions.append(running < per_dataset_limit)
-        attempt = session.scalar(
-            update(model)
-            .execution_options(synchronize_session=False)
-            .where(*conditions)
-            .values(
-                status=JobStatus.running,
-                worker_id=worker_id,
-                lease_until=utc_now(lease_seconds),
-                started_at=utcnow(),
-                attempt=model.attempt + 1,
-                not_before=None,
-            )
-            .returning(model.attempt)
+    if limited:  # datasets at their limit now (a hint from this snapshot; the claim itself checks again)
+        other = aliased(model)
+        full = (
+            select(other.dataset_id)  # type: ignore[attr-defined]
+            .where(other.status == JobStatus.running, other.dataset_id.is_not(None))  # type: ignore[attr-defined]
+            .group_by(other.dataset_id)  # type: ignore[attr-defined]
+            .having(func.count() >= per_dataset_limit)
         )
-        if attempt is not None:
-            return Claim(candidate, worker_id, attempt)
+        query = query.where(or_(dataset.is_(None), dataset.not_in(full)))
+    query = query.order_by(model.priority.desc(), model.id).limit(8)  # type: ignore[attr-defined]
+    for round_ in range(CLAIM_ROUNDS):
+        busy = False
+        for candidate, dataset_id in session.execute(query).all():
+            conditions = [model.id == candidate, model.status == JobStatus.queued]  # type: ignore[attr-defined]
+            if limited and dataset_id is not None:
+                # Two claimers must not both see the dataset one job short of its limit: the decision is taken
+                # under a per-dataset lock (PostgreSQL; SQLite's write transaction is one already), and the count
+                # is read by the UPDATE itself, a statement that starts after the lock was granted (READ
+                # COMMITTED: it sees every claim committed before). A busy lock means another worker is deciding
+                # for this dataset right now: try the next candidate, and look again after the others.
+                if not try_serialize(session, DATASET_CLAIM_LOCK, dataset_id):
+                    busy = True
+                    continue
+                other = aliased(model)
+                running = (
+                    select(func.count())
+                    .where(other.dataset_id == dataset_id, other.status == JobStatus.running)  # type: ignore[attr-defined]
+                    .scalar_subquery()
+                )
+                conditions.append(running < per_dataset_limit)
+            attempt = session.scalar(
+                update(model)
+                .execution_options(synchronize_session=False)
+                .where(*conditions)
+                .values(
+                    status=JobStatus.running,
+                    worker_id=worker_id,
+                    lease_until=utc_now(lease_seconds),
+                    started_at=utcnow(),
+                    attempt=model.attempt + 1,
+                    not_before=None,
+                )
+                .returning(model.attempt)
+            )
+            if attempt is not None:
+                return Claim(candidate, worker_id, attempt)
+        if not busy:
+            return None
+        time.sleep(0.005 * (round_ + 1))  # the other claimer's transaction is a few statements long
     return None
 
 

@@ -143,3 +143,12 @@ def test_workers_register_beat_and_stop(sessions) -> None:
     with sessions() as session:
         (row,) = [w for w in workers.list_workers(session) if w.id == "host:1:abc"]
         assert row.stopped_at is not None and row.running == 0
+
+
+def test_a_dataset_at_its_limit_does_not_hold_up_other_datasets_queued_behind_it(sessions) -> None:
+    crowded = dataset_with_jobs(sessions, 12, priorities=[5] * 12)  # more than a claim looks at in one go
+    later = dataset_with_jobs(sessions, 1)
+    assert {claim(sessions, "w", limit=2).job_id for _ in range(2)} <= set(crowded)
+    got = claim(sessions, "w", limit=2)
+    assert got is not None and got.job_id == later[0]  # found past ten queued jobs of a full dataset
+    assert claim(sessions, "w", limit=2) is None
