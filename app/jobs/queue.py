@@ -63,8 +63,8 @@ def fence(model: type[LeasedJob], claim: Claim) -> list[Any]:
 
 # Advisory-lock namespace of per-dataset claim decisions ("SPDC").
 DATASET_CLAIM_LOCK = 0x5350_4443
-# Looks at the candidates a claim takes when other claimers held some of their datasets' locks.
-CLAIM_ROUNDS = 3
+# Looks a claim takes when other claimers held its candidate's dataset lock, or filled that dataset first.
+CLAIM_ROUNDS = 5
 
 
 def claim_next(
@@ -98,46 +98,52 @@ def claim_next(
             .having(func.count() >= per_dataset_limit)
         )
         query = query.where(or_(dataset.is_(None), dataset.not_in(full)))
-    query = query.order_by(model.priority.desc(), model.id).limit(8)  # type: ignore[attr-defined]
+    # One candidate, locked with SKIP LOCKED (PostgreSQL; SQLite's write transaction is exclusive anyway), so
+    # concurrent claimers each take a different job instead of queueing on the oldest one's row.
+    query = (
+        query.order_by(model.priority.desc(), model.id)  # type: ignore[attr-defined]
+        .limit(1)
+        .with_for_update(skip_locked=True, of=model)
+    )
     for round_ in range(CLAIM_ROUNDS):
-        busy = False
-        for candidate, dataset_id in session.execute(query).all():
-            conditions = [model.id == candidate, model.status == JobStatus.queued]  # type: ignore[attr-defined]
-            if limited and dataset_id is not None:
-                # Two claimers must not both see the dataset one job short of its limit: the decision is taken
-                # under a per-dataset lock (PostgreSQL; SQLite's write transaction is one already), and the count
-                # is read by the UPDATE itself, a statement that starts after the lock was granted (READ
-                # COMMITTED: it sees every claim committed before). A busy lock means another worker is deciding
-                # for this dataset right now: try the next candidate, and look again after the others.
-                if not try_serialize(session, DATASET_CLAIM_LOCK, dataset_id):
-                    busy = True
-                    continue
-                other = aliased(model)
-                running = (
-                    select(func.count())
-                    .where(other.dataset_id == dataset_id, other.status == JobStatus.running)  # type: ignore[attr-defined]
-                    .scalar_subquery()
-                )
-                conditions.append(running < per_dataset_limit)
-            attempt = session.scalar(
-                update(model)
-                .execution_options(synchronize_session=False)
-                .where(*conditions)
-                .values(
-                    status=JobStatus.running,
-                    worker_id=worker_id,
-                    lease_until=utc_now(lease_seconds),
-                    started_at=utcnow(),
-                    attempt=model.attempt + 1,
-                    not_before=None,
-                )
-                .returning(model.attempt)
-            )
-            if attempt is not None:
-                return Claim(candidate, worker_id, attempt)
-        if not busy:
+        row = session.execute(query).first()
+        if row is None:
             return None
-        time.sleep(0.005 * (round_ + 1))  # the other claimer's transaction is a few statements long
+        candidate, dataset_id = row
+        conditions = [model.id == candidate, model.status == JobStatus.queued]  # type: ignore[attr-defined]
+        if limited and dataset_id is not None:
+            # Two claimers must not both see the dataset one job short of its limit: the decision is taken under a
+            # per-dataset lock (PostgreSQL; SQLite's write transaction is one already), and the count is read by
+            # the UPDATE itself, a statement that starts after the lock was granted (READ COMMITTED: it sees every
+            # claim committed before). A busy lock means another claimer is deciding for this dataset right now:
+            # its transaction is a few statements long, so look again in a moment rather than wait on the lock.
+            if not try_serialize(session, DATASET_CLAIM_LOCK, dataset_id):
+                time.sleep(0.005 * (round_ + 1))
+                continue
+            other = aliased(model)
+            running = (
+                select(func.count())
+                .where(other.dataset_id == dataset_id, other.status == JobStatus.running)  # type: ignore[attr-defined]
+                .scalar_subquery()
+            )
+            conditions.append(running < per_dataset_limit)
+        attempt = session.scalar(
+            update(model)
+            .execution_options(synchronize_session=False)
+            .where(*conditions)
+            .values(
+                status=JobStatus.running,
+                worker_id=worker_id,
+                lease_until=utc_now(lease_seconds),
+                started_at=utcnow(),
+                attempt=model.attempt + 1,
+                not_before=None,
+            )
+            .returning(model.attempt)
+        )
+        if attempt is not None:
+            return Claim(candidate, worker_id, attempt)
+        # Its dataset filled up since the candidates were read: the next look leaves that dataset out.
     return None
 
 

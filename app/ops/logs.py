@@ -87,6 +87,7 @@ def configure_logging(fmt: LogFormat = "text", level: str | int = "INFO") -> Non
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)  # the root's level decides (a uvicorn run may have set its own)
     # Alembic announces each of its plugins at INFO on every start.
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -86,60 +86,68 @@ def test_a_tuned_adapter_is_served_by_vllm_and_named_by_a_generation_job(
         done = wait_for(sdk, job.id, {"succeeded", "failed", "cancelled"})
         assert done.status == "succeeded", done.error
         tuned = done.fine_tuned_model
-        deadline = time.monotonic() + 60
-        while tuned not in served_models(vllm_server):  # registered right after the job succeeded
-            assert time.monotonic() < deadline, "the adapter was never loaded on vLLM"
-            time.sleep(0.5)
-        with served.app.state.sessions() as session:
-            assert session.scalar(select(LoraAdapter.backend).where(LoraAdapter.name == tuned)) == "vllm"
-
-        with httpx.Client(base_url=served.base_url, headers=bearer(token), timeout=60) as http:
-            dataset_id = http.post("/v1/datasets", json={"name": "tuned"}).json()["id"]
-            assert (
-                http.post(f"/v1/datasets/{dataset_id}/seeds", files={"file": ("s.jsonl", SEEDS)}).status_code
-                == 201
-            )
-            unknown = http.post(f"/v1/datasets/{dataset_id}/generations", json={"model": "ft:nothing"})
-            assert unknown.status_code == 422 and "registered" in unknown.text
-
-        body = {
-            "model": tuned,
-            "count": 1,
-            "max_prompts": 2,
-            "tasks_per_prompt": 2,
-            "max_tokens": 96,
-            "language": "en",
-        }
-        first = generate(served.base_url, token, dataset_id, body)
-        assert first["status"] == "succeeded" and first["counters"]["requests"] >= 1, first
-        assert first["counters"]["completion_tokens"] > 0
-
-        # The server forgets its adapters when it restarts; unloading it has the same effect here.
-        unloaded = httpx.post(
-            f"{vllm_server.base_url}/unload_lora_adapter", json={"lora_name": tuned}, timeout=60
-        )
-        assert unloaded.status_code == 200, unloaded.text
-        assert tuned not in served_models(vllm_server)
-        second = generate(served.base_url, token, dataset_id, body)
-        assert second["status"] == "succeeded", second
-        assert tuned in served_models(vllm_server)  # loaded again from what the database remembers
-
-        # Mid-job: the adapter vanishes (a restart) after the job's first reply; the next request's 404 loads it
-        # again and the job goes on, without a failed request.
-        third = {**body, "count": 1000, "max_prompts": 4}
-        with httpx.Client(base_url=served.base_url, headers=bearer(token), timeout=60) as http:
-            job_id = http.post(f"/v1/datasets/{dataset_id}/generations", json=third).json()["id"]
-            deadline = time.monotonic() + 300
-            while http.get(f"/v1/generations/{job_id}").json()["counters"]["requests"] < 1:
-                assert time.monotonic() < deadline, "the job never got its first reply"
-                time.sleep(0.2)
+        try:
+            _use_the_tuned_model(served, vllm_server, token, tuned)
+        finally:  # unload it, so the session's other tests see the server as they expect
             httpx.post(f"{vllm_server.base_url}/unload_lora_adapter", json={"lora_name": tuned}, timeout=60)
-        finished = wait_for_generation(served.base_url, token, job_id)
-        assert finished["status"] == "succeeded", finished
-        assert finished["counters"]["requests"] == 4 and finished["counters"]["errors"] == 0, finished
-        assert tuned in served_models(vllm_server)
-        # Unload it, so the session's other tests see the server as they expect.
+
+
+def _use_the_tuned_model(served: Any, vllm_server: VLLMServer, token: str, tuned: str) -> None:
+    def registered() -> str | None:
+        with served.app.state.sessions() as session:
+            return session.scalar(select(LoraAdapter.backend).where(LoraAdapter.name == tuned))
+
+    deadline = time.monotonic() + 60
+    # Right after the job succeeded: loaded on the server first, then remembered in the database.
+    while tuned not in served_models(vllm_server) or registered() is None:
+        assert time.monotonic() < deadline, "the adapter was never loaded on vLLM and registered"
+        time.sleep(0.5)
+    assert registered() == "vllm"
+    with httpx.Client(base_url=served.base_url, headers=bearer(token), timeout=60) as http:
+        dataset_id = http.post("/v1/datasets", json={"name": "tuned"}).json()["id"]
+        assert (
+            http.post(f"/v1/datasets/{dataset_id}/seeds", files={"file": ("s.jsonl", SEEDS)}).status_code
+            == 201
+        )
+        unknown = http.post(f"/v1/datasets/{dataset_id}/generations", json={"model": "ft:nothing"})
+        assert unknown.status_code == 422 and "registered" in unknown.text
+
+    body = {
+        "model": tuned,
+        "count": 1,
+        "max_prompts": 2,
+        "tasks_per_prompt": 2,
+        "max_tokens": 96,
+        "language": "en",
+    }
+    first = generate(served.base_url, token, dataset_id, body)
+    assert first["status"] == "succeeded" and first["counters"]["requests"] >= 1, first
+    assert first["counters"]["completion_tokens"] > 0
+
+    # The server forgets its adapters when it restarts; unloading it has the same effect here.
+    unloaded = httpx.post(
+        f"{vllm_server.base_url}/unload_lora_adapter", json={"lora_name": tuned}, timeout=60
+    )
+    assert unloaded.status_code == 200, unloaded.text
+    assert tuned not in served_models(vllm_server)
+    second = generate(served.base_url, token, dataset_id, body)
+    assert second["status"] == "succeeded", second
+    assert tuned in served_models(vllm_server)  # loaded again from what the database remembers
+
+    # Mid-job: the adapter vanishes (a restart) after the job's first reply; the next request's 404 loads it
+    # again and the job goes on, without a failed request.
+    third = {**body, "count": 1000, "max_prompts": 4}
+    with httpx.Client(base_url=served.base_url, headers=bearer(token), timeout=60) as http:
+        job_id = http.post(f"/v1/datasets/{dataset_id}/generations", json=third).json()["id"]
+        deadline = time.monotonic() + 300
+        while http.get(f"/v1/generations/{job_id}").json()["counters"]["requests"] < 1:
+            assert time.monotonic() < deadline, "the job never got its first reply"
+            time.sleep(0.2)
         httpx.post(f"{vllm_server.base_url}/unload_lora_adapter", json={"lora_name": tuned}, timeout=60)
+    finished = wait_for_generation(served.base_url, token, job_id)
+    assert finished["status"] == "succeeded", finished
+    assert finished["counters"]["requests"] == 4 and finished["counters"]["errors"] == 0, finished
+    assert tuned in served_models(vllm_server)
 
 
 def test_the_remote_trainer_forwards_to_another_sprout_and_mirrors_it(
