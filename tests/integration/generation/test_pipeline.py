@@ -131,7 +131,9 @@ def test_the_producer_keeps_n_requests_in_flight_and_the_books_balance(sessions,
     assert run(sessions, settings, registry, claim) == JobStatus.succeeded
     job, items, replies = stored(sessions, claim.job_id)
     assert backend.max_seen_in_flight == 8  # saturated, and never more than the backend's limit
-    assert job.accepted == 120  # exactly the count: what the last reply kept beyond it is filtered as over_count
+    assert (
+        job.accepted == 120
+    )  # exactly the count: what the last reply kept beyond it is filtered as over_count
     assert_consistent(job, items, replies)
     assert all(i.reply_id is not None for i in items)
 
@@ -319,17 +321,20 @@ def test_a_runner_that_lost_its_lease_stops_writes_nothing_more_and_cancels_its_
                 .values(worker_id="other", attempt=claim.attempt + 1)
             )
         taken_over = True
+        calls_then = len(backend.calls)
         with sessions() as session:
             items_then = len(session.scalars(select(Item.id).where(Item.job_id == claim.job_id)).all())
-        return await asyncio.wait_for(task, timeout=10), items_then
+        return await asyncio.wait_for(task, timeout=10), items_then, calls_then
 
-    status, items_then = asyncio.run(go())
+    status, items_then, calls_then = asyncio.run(go())
     assert status is None
     job, items, _ = stored(sessions, claim.job_id)
     assert len(items) == items_then  # not one write after the lease was lost
     assert job.status == JobStatus.running and job.worker_id == "other"
-    # The producer never stops taking slots, so requests were in flight when the loss was noticed: cancelled.
-    assert backend.cancelled >= 1 and backend.in_flight == 0
+    # Every request sent after the takeover (it would hang for a minute) was cancelled when the loss was noticed,
+    # and the run ended within the 10 s: none is left in flight. (How many there were depends on the machine's
+    # speed: a busy one may still be holding the producer back with replies the accept step has not taken.)
+    assert backend.cancelled >= len(backend.calls) - calls_then and backend.in_flight == 0
 
 
 def request_seed(sessions, settings: Settings, job_id: int, number: int) -> int | None:  # noqa: ANN001
