@@ -146,7 +146,12 @@ def _use_the_tuned_model(served: Any, vllm_server: VLLMServer, token: str, tuned
         httpx.post(f"{vllm_server.base_url}/unload_lora_adapter", json={"lora_name": tuned}, timeout=60)
     finished = wait_for_generation(served.base_url, token, job_id)
     assert finished["status"] == "succeeded", finished
-    assert finished["counters"]["requests"] == 4 and finished["counters"]["errors"] == 0, finished
+    # The request in flight when the adapter went may fail with it (the server drops it); the ones after it
+    # meet the 404, the adapter is loaded again and they are answered.
+    assert finished["counters"]["requests"] == 4 and finished["counters"]["errors"] <= 1, finished
+    with httpx.Client(base_url=served.base_url, headers=bearer(token), timeout=60) as http:
+        replies = http.get(f"/v1/generations/{job_id}/replies").json()
+    assert replies[-1]["error"] is None and replies[-1]["request_no"] == 3, replies
     assert tuned in served_models(vllm_server)
 
 
