@@ -22,24 +22,11 @@ from app.finetune.models import FineTuneCheckpoint, FineTuneEvent, FineTuneJob
 from app.finetune.schemas import JobCreate
 from app.finetune.service import create_job
 from app.jobs.models import JobStatus
+from tests.integration.finetune.test_openai_sdk import PAIRS  # 12 examples: the file check's minimum is 10
 from tests.support.workers import WorkerFleet, alive, wait_until, worker_env
 
 pytestmark = [pytest.mark.drill, pytest.mark.slow, pytest.mark.model]
 
-PAIRS = [
-    ("翻译成英文：你好", "Hello"),
-    ("翻译成英文：谢谢", "Thank you"),
-    ("翻译成英文：早上好", "Good morning"),
-    ("Name the capital of France.", "Paris"),
-    ("What is 2 + 3?", "5"),
-    ("Give the opposite of 'hot'.", "cold"),
-    ("把这句话改成疑问句：他来了。", "他来了吗？"),
-    ("List three primary colours.", "Red, yellow and blue."),
-    ("Spell 'cat' backwards.", "tac"),
-    ("What colour is the sky on a clear day?", "Blue"),
-    ("用一个词形容大海。", "辽阔"),
-    ("Translate 'dog' into Spanish.", "perro"),
-]
 EPOCHS, BATCH = 2, 6  # 2 steps an epoch, a checkpoint at each epoch's end: steps 2 and 4
 STEPS = EPOCHS * len(PAIRS) // BATCH
 LEASE_SECONDS = 5
