@@ -679,19 +679,24 @@ class SimServer(NamedTuple):
 
 
 @contextmanager
-def running_sim_server(*, startup_timeout: float = 30.0, **options: Any) -> Iterator[SimServer]:
-    """Start a sim server subprocess on a free 127.0.0.1 port, wait for /health, and stop it afterwards.
+def running_sim_server(
+    *, startup_timeout: float = 30.0, port: int = 0, **options: Any
+) -> Iterator[SimServer]:
+    """Start a sim server subprocess on a free 127.0.0.1 port (or on `port`), wait for /health, and stop it
+    afterwards.
 
     `options` are SimOptions fields (pool=..., pool_size=40, latency="lognormal", median=0.5, ...). The port
     is picked by binding port 0 here and handing the bound socket to the child, so no other process can take
-    it in between. Only this child is stopped (terminate, then kill after 10 s); if it dies or is not ready in
-    time, the error carries the tail of its log.
+    it in between; it is bound with SO_REUSEADDR, so a server started on the port of one that stopped can bind
+    it while the old connections linger in TIME_WAIT. Only this child is stopped (terminate, then kill after
+    10 s); if it dies or is not ready in time, the error carries the tail of its log.
     """
     from tests.support.processes import stop, wait_until_ready  # the server itself needs neither
 
     sim_options = SimOptions(**options)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     port = int(sock.getsockname()[1])
     cmd = [
         sys.executable,

@@ -9,15 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +24,6 @@ from app.core.config import BackendSettings
 from app.llm import ChatMessage, SamplingParams
 from app.llm.openai_compat import OpenAICompatBackend
 from app.llm.replicas import replica_label
-from tests.support.processes import stop, wait_until_ready
 from tests.support.service import (
     all_items,
     assert_counters_match_items,
@@ -37,7 +31,7 @@ from tests.support.service import (
     running_service,
     wait_for_job,
 )
-from tests.support.sim_server import REPO_ROOT, SimServer, running_sim_server
+from tests.support.sim_server import SimServer, running_sim_server
 
 CHAT = [ChatMessage("user", "Write one task.")]
 SCHEMA = {
@@ -81,39 +75,6 @@ async def until(condition: Any, timeout: float, what: str) -> float:
             raise AssertionError(f"{what}: not within {timeout} s")
         await asyncio.sleep(0.01)
     return time.monotonic() - started
-
-
-@contextmanager
-def sim_on_port(port: int = 0) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A sim server (its process and port) on `port` (0: a free one), stopped afterwards. Its socket is bound
-    here with SO_REUSEADDR and handed to it, so that a server started on the same port after this one has
-    stopped can bind it although the old connections linger in TIME_WAIT."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    port = int(sock.getsockname()[1])
-    pythonpath = [str(REPO_ROOT), os.environ.get("PYTHONPATH")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p)}
-    with tempfile.TemporaryFile() as log:
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.sim_server", "--fd", str(sock.fileno())],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=(sock.fileno(),),
-            )
-        finally:
-            sock.close()  # the child has its own copy
-        try:
-            wait_until_ready(
-                process, f"http://127.0.0.1:{port}/health", timeout=30, log=log, name="sim server", poll=0.05
-            )
-            yield process, port
-        finally:
-            stop(process)
 
 
 @pytest.fixture
@@ -162,8 +123,8 @@ def test_a_stopped_replica_is_taken_out_and_put_back_when_a_server_listens_there
     interval = 0.2
     params = SamplingParams(max_tokens=16)
 
-    async def go(first: subprocess.Popen[bytes], port: int, b: SimServer) -> None:
-        url_a = f"http://127.0.0.1:{port}/v1"
+    async def go(first: SimServer, b: SimServer) -> None:
+        url_a = first.base_url
         settings = BackendSettings(
             kind="openai",
             model=b.model,
@@ -180,8 +141,9 @@ def test_a_stopped_replica_is_taken_out_and_put_back_when_a_server_listens_there
             await asyncio.gather(*(backend.chat(CHAT, params) for _ in range(4)))  # starts the probe
             assert ra.up and rb.up and ra.answered == rb.answered == 2
 
-            first.terminate()  # stopped (gracefully: nothing in flight; new connections refused)
-            await asyncio.to_thread(first.wait, 10)
+            os.kill(
+                first.pid, signal.SIGTERM
+            )  # stopped (gracefully: nothing in flight; new connections refused)
             assert await until(lambda: not ra.up, soon, "taken out") <= soon
             assert "health check" in (ra.reason or "")
             assert metric("sprout_llm_replica_up", **a_labels) == 0
@@ -190,7 +152,7 @@ def test_a_stopped_replica_is_taken_out_and_put_back_when_a_server_listens_there
             await asyncio.gather(*(backend.chat(CHAT, params) for _ in range(6)))
             assert rb.answered == before + 6 and ra.failures == 0  # none was even tried on a
 
-            with sim_on_port(port):  # a server on the same port again
+            with running_sim_server(port=first.port):  # a server on the same port again
                 assert await until(lambda: ra.up, soon, "put back") <= soon
                 assert metric("sprout_llm_replica_up", **a_labels) == 1
                 answered = ra.answered
@@ -199,8 +161,8 @@ def test_a_stopped_replica_is_taken_out_and_put_back_when_a_server_listens_there
         finally:
             await backend.aclose()
 
-    with sim_on_port() as (first, port), running_sim_server(latency="lognormal", median=0.2, sigma=0.1) as b:
-        asyncio.run(go(first, port, b))
+    with running_sim_server() as first, running_sim_server(latency="lognormal", median=0.2, sigma=0.1) as b:
+        asyncio.run(go(first, b))
 
 
 @pytest.mark.drill
