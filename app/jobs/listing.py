@@ -152,18 +152,32 @@ def _dataset(dataset_id: int | None, name: str | None) -> DatasetRef | None:
     return DatasetRef(id=dataset_id, name=name) if dataset_id is not None and name is not None else None
 
 
+def _queue_fields(job: GenerationJob | FineTuneJob, dataset_name: str | None, url: str) -> dict[str, Any]:
+    """What every kind of job has (the LeasedJob columns), its dataset, and its routes."""
+    return {
+        "id": job.id,
+        "dataset": _dataset(job.dataset_id, dataset_name),
+        "status": job.status,
+        "cancel_requested": job.cancel_requested,
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "worker_id": job.worker_id,
+        "message": job.message,
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "not_before": job.not_before,
+        "url": url,
+        "cancel_url": None if job.status in FINAL_STATUSES else f"{url}/cancel",
+    }
+
+
 def generation_row(job: GenerationJob, dataset_name: str | None) -> JobRow:
-    final = job.status in FINAL_STATUSES
     filtered = sum(int(n) for n in (job.filtered or {}).values())
     return JobRow(
         kind="generation",
-        id=job.id,
-        dataset=_dataset(job.dataset_id, dataset_name),
-        status=job.status,
-        cancel_requested=job.cancel_requested,
-        priority=job.priority,
-        attempt=job.attempt,
-        worker_id=job.worker_id,
+        **_queue_fields(job, dataset_name, f"/v1/generations/{job.id}"),
         backend=job.backend,
         model=(job.params or {}).get("model"),
         progress=Progress.of(job.accepted, job.requested),
@@ -183,14 +197,6 @@ def generation_row(job: GenerationJob, dataset_name: str | None) -> JobRow:
             total=job.prompt_tokens + job.completion_tokens,
         ),
         busy_seconds=job.busy_seconds,
-        message=job.message,
-        error=job.error,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        not_before=job.not_before,
-        url=f"/v1/generations/{job.id}",
-        cancel_url=None if final else f"/v1/generations/{job.id}/cancel",
     )
 
 
@@ -214,30 +220,15 @@ def fine_tune_progress(job: FineTuneJob, metrics: dict[str, Any] | None) -> Prog
 
 
 def fine_tune_row(job: FineTuneJob, dataset_name: str | None, metrics: dict[str, Any] | None) -> JobRow:
-    final = job.status in FINAL_STATUSES
     return JobRow(
         kind="fine_tune",
-        id=job.id,
+        **_queue_fields(job, dataset_name, f"/v1/fine_tuning/jobs/{job.public_id}"),
         public_id=job.public_id,
-        dataset=_dataset(job.dataset_id, dataset_name),
-        status=job.status,
         stage=api_status(job),
-        cancel_requested=job.cancel_requested,
-        priority=job.priority,
-        attempt=job.attempt,
-        worker_id=job.worker_id,
         model=job.model,
         fine_tuned_model=job.fine_tuned_model,
         progress=fine_tune_progress(job, metrics),
         tokens=Tokens(trained=job.trained_tokens, total=job.trained_tokens or 0),
-        message=job.message,
-        error=job.error,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        not_before=job.not_before,
-        url=f"/v1/fine_tuning/jobs/{job.public_id}",
-        cancel_url=None if final else f"/v1/fine_tuning/jobs/{job.public_id}/cancel",
     )
 
 
