@@ -155,13 +155,16 @@ def claim_next(
     return None
 
 
-def renew(session: Session, model: type[LeasedJob], claim: Claim, lease_seconds: float) -> bool:
-    """Extend the lease; returns whether a cancel was requested. LeaseLostError when it is no longer ours."""
+def renew(
+    session: Session, model: type[LeasedJob], claim: Claim, lease_seconds: float, **values: Any
+) -> bool:
+    """Extend the lease (writing `values` with it); returns whether a cancel was requested. LeaseLostError when
+    it is no longer ours."""
     cancel_requested = session.scalar(
         update(model)
         .execution_options(synchronize_session=False)
         .where(*fence(model, claim))
-        .values(lease_until=utc_now(lease_seconds))
+        .values(lease_until=utc_now(lease_seconds), **values)
         .returning(model.cancel_requested)
     )
     if cancel_requested is None:

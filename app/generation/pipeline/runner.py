@@ -233,11 +233,13 @@ class GenerationRunner:
 
     def renew(self, claim: Claim, busy_seconds: float = 0.0) -> bool:
         with transaction(self._sessions) as session:
-            if busy_seconds:
-                fenced_update(
-                    session, GenerationJob, claim, busy_seconds=GenerationJob.busy_seconds + busy_seconds
-                )
-            return renew(session, GenerationJob, claim, self._settings.job_lease_seconds)
+            return renew(
+                session,
+                GenerationJob,
+                claim,
+                self._settings.job_lease_seconds,
+                busy_seconds=GenerationJob.busy_seconds + busy_seconds,
+            )
 
 
 class _JobRun:
